@@ -1,0 +1,75 @@
+// Socket mode: stat PATH, check it is a socket, connect to it.
+//
+// Native calls go through ffi/libc.ts; the decisions come from path.ts.
+
+import { AF_UNIX, AT_FDCWD, SOCK_CLOEXEC, SOCK_STREAM, STATX_TYPE } from "./abi.ts";
+import { NotASocketError, SyscallError, TimeoutError } from "./errors.ts";
+import * as libc from "./ffi/libc.ts";
+import { kindOfMode, sockaddrUn } from "./path.ts";
+
+const EINTR = 4;
+const ECONNREFUSED = 111;
+
+/** First and largest pause between attempts while passt has not listened yet */
+export const BACKOFF_FIRST_MS = 1;
+export const BACKOFF_MAX_MS = 100;
+
+/** The next pause: doubles from BACKOFF_FIRST_MS up to BACKOFF_MAX_MS */
+export function nextBackoff(previousMs: number): number {
+  return Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_FIRST_MS, previousMs * 2));
+}
+
+export interface ConnectOptions {
+  /** Retry ECONNREFUSED (bound, not yet listening) instead of failing */
+  readonly retryRefused: boolean;
+  /** performance.now() value after which waiting ends, or null for never */
+  readonly deadline: number | null;
+  /** For the timeout message */
+  readonly timeoutSeconds: number | null;
+}
+
+/** Fails with `Can't stat()` or `is not a socket` unless PATH is a socket */
+export function requireSocket(path: string): void {
+  const mode = libc.statMode(AT_FDCWD, path, 0, STATX_TYPE);
+  if (mode < 0) throw new SyscallError("statx", -mode, `Can't stat() ${path}`);
+  if (kindOfMode(mode) !== "socket") throw new NotASocketError(path);
+}
+
+/** Sleeps in the kernel (poll with no descriptors), so waiting costs no CPU */
+export function pause(ms: number): void {
+  libc.poll(new Uint8Array(0), 0, Math.max(0, Math.ceil(ms)));
+}
+
+/**
+ * Connects a new AF_UNIX stream socket to `path` and returns it. With
+ * `retryRefused`, ECONNREFUSED is retried with a growing pause until the
+ * deadline; every other error fails at once.
+ */
+export function connectUnix(path: string, options: ConnectOptions): number {
+  const address = sockaddrUn(path);
+  let backoff = 0;
+  for (;;) {
+    const fd = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw new SyscallError("socket", -fd, "Failed to create a UNIX socket");
+    let r: number;
+    do r = libc.connect(fd, address.bytes, address.length); while (r === -EINTR);
+    if (r === 0) return fd;
+    libc.close(fd);
+    if (r !== -ECONNREFUSED || !options.retryRefused) {
+      throw new SyscallError("connect", -r, `Failed to connect to ${path}`);
+    }
+    backoff = nextBackoff(backoff);
+    if (options.deadline !== null) {
+      const left = options.deadline - performance.now();
+      if (left <= 0) {
+        throw new TimeoutError(
+          options.timeoutSeconds ?? 0,
+          `${path} to accept connections (Connection refused (ECONNREFUSED))`,
+        );
+      }
+      pause(Math.min(backoff, left));
+    } else {
+      pause(backoff);
+    }
+  }
+}

@@ -1,0 +1,200 @@
+// The repair executor: receive a command, apply it to every descriptor of the
+// batch, reply, then close our copies.
+//
+// It talks to the kernel only through the RepairNative interface, which the FFI
+// module implements and unit tests fake, so the order of operations (and the
+// absence of per-message allocation) is tested without permissions.
+
+import { SCM_MAX_FD } from "./abi.ts";
+import { type PasstRepairError, SyscallError } from "./errors.ts";
+import {
+  ancillaryError,
+  commandName,
+  commandOf,
+  isCommand,
+  parseRights,
+  Problem,
+  unsupportedCommand,
+} from "./protocol.ts";
+
+const EINTR = 4;
+const EPERM = 1;
+const ECONNRESET = 104;
+
+/** The native operations one connection needs */
+export interface RepairNative {
+  /**
+   * recvmsg() of one message into `data` and `control`, with a fully reset
+   * msghdr: 1 (a byte arrived), 0 (EOF) or -errno
+   */
+  receive(): number;
+  /** The received data byte is data[0] */
+  readonly data: Uint8Array;
+  /** The control buffer the kernel filled */
+  readonly control: DataView;
+  /** msg_controllen after the last receive() */
+  controlLength(): number;
+  /** msg_flags after the last receive() */
+  messageFlags(): number;
+  /** setsockopt(fd, SOL_TCP, TCP_REPAIR, &op, 4): 0 or -errno */
+  setTcpRepair(fd: number, op: number): number;
+  /** send() of one byte with MSG_NOSIGNAL: 1 or -errno */
+  reply(byte: number): number;
+  /** close(), result ignored: there is nothing useful to do about it */
+  close(fd: number): void;
+}
+
+/** Observes each carried-out command (for --verbose) */
+export type CommandObserver = (cmd: number, sockets: number, micros: number) => void;
+
+export interface SessionOptions {
+  /** Called after each reply; when absent, no clock is read at all */
+  onCommand?: CommandObserver;
+  /**
+   * What the startup check found: true if this process may set TCP_REPAIR,
+   * false if not, undefined if unknown. Sharpens the hint on EPERM.
+   */
+  capable?: boolean;
+}
+
+/** Why serve() returned normally */
+export type EndReason = "eof" | "reset";
+
+/** Explains EPERM from setsockopt(TCP_REPAIR), which has two causes */
+export function epermHint(capable: boolean | undefined): string {
+  if (capable === true) {
+    return "the socket is probably listening or not TCP (this process has CAP_NET_ADMIN)";
+  }
+  if (capable === false) {
+    return "setting TCP_REPAIR needs CAP_NET_ADMIN, which this process lacks";
+  }
+  return "setting TCP_REPAIR needs CAP_NET_ADMIN in the socket's network namespace and a socket that is not listening";
+}
+
+/** One connection to passt, served message by message */
+export class RepairSession {
+  readonly #native: RepairNative;
+  readonly #options: SessionOptions;
+  // Set up once and reused for every message: nothing is allocated per
+  // message or per descriptor on the success path.
+  readonly #fds = new Int32Array(SCM_MAX_FD + 1);
+  readonly #found = new Int32Array(1);
+  #commands = 0;
+
+  constructor(native: RepairNative, options: SessionOptions = {}) {
+    this.#native = native;
+    this.#options = options;
+  }
+
+  /** How many commands were carried out and answered */
+  get commands(): number {
+    return this.#commands;
+  }
+
+  /** Serves until passt closes (EOF) or resets the connection; throws on failure */
+  serve(): EndReason {
+    for (;;) {
+      const end = this.step();
+      if (end !== null) return end;
+    }
+  }
+
+  /** Handles one message: null when it was answered, else why the peer ended */
+  step(): EndReason | null {
+    const native = this.#native;
+    let r: number;
+    do r = native.receive(); while (r === -EINTR);
+    const t0 = this.#options.onCommand ? performance.now() : 0;
+    if (r === 0) {
+      this.#closeReceived(native);
+      return "eof";
+    }
+    if (r === -ECONNRESET) return "reset";
+    if (r < 0) throw new SyscallError("recvmsg", -r, "Failed to receive from peer");
+
+    const fds = this.#fds;
+    const problem = parseRights(
+      native.control,
+      native.controlLength(),
+      native.messageFlags(),
+      fds,
+      this.#found,
+    );
+    const n = this.#found[0]!;
+    if (problem !== Problem.OK) {
+      this.#closeAll(n);
+      throw ancillaryError(problem);
+    }
+
+    const byte = native.data[0]!;
+    const cmd = commandOf(byte);
+    if (!isCommand(cmd)) {
+      this.#closeAll(n);
+      throw unsupportedCommand(byte);
+    }
+
+    for (let i = 0; i < n; i++) {
+      const rc = native.setTcpRepair(fds[i]!, cmd);
+      if (rc < 0) {
+        const fd = fds[i]!;
+        this.#closeAll(n);
+        throw repairFailure(cmd, i, n, fd, -rc, this.#options.capable);
+      }
+    }
+
+    // Reply first, close after: passt's own descriptors keep the sockets alive,
+    // so our copies do not matter to it, and the closes leave the critical path.
+    const sent = native.reply(byte);
+    if (sent !== 1) {
+      this.#closeAll(n);
+      const errno = sent < 0 ? -sent : 0;
+      throw new SyscallError(
+        "send",
+        errno,
+        `Reply to ${commandName(cmd)} failed`,
+        errno === 0 ? "nothing was sent" : "",
+      );
+    }
+    this.#closeAll(n);
+    this.#commands++;
+    if (this.#options.onCommand) {
+      this.#options.onCommand(cmd, n, Math.round((performance.now() - t0) * 1000));
+    }
+    return null;
+  }
+
+  // A message without data (EOF) can still carry descriptors only in theory;
+  // close whatever the kernel reports so that nothing leaks on any path.
+  #closeReceived(native: RepairNative): void {
+    const len = native.controlLength();
+    if (len === 0) return;
+    parseRights(native.control, len, 0, this.#fds, this.#found);
+    this.#closeAll(this.#found[0]!);
+  }
+
+  #closeAll(n: number): void {
+    const native = this.#native;
+    const fds = this.#fds;
+    for (let i = 0; i < n; i++) native.close(fds[i]!);
+  }
+}
+
+/** "Setting TCP_REPAIR to ON failed for socket 2 of 3 (fd 7): ..." */
+export function repairFailure(
+  cmd: number,
+  index: number,
+  count: number,
+  fd: number,
+  errno: number,
+  capable?: boolean,
+): PasstRepairError {
+  const hint = errno === EPERM ? epermHint(capable) : "";
+  return new SyscallError(
+    "setsockopt",
+    errno,
+    `Setting TCP_REPAIR to ${commandName(cmd)} (${cmd}) failed for socket ${
+      index + 1
+    } of ${count} (fd ${fd})`,
+    hint,
+  );
+}

@@ -1,0 +1,190 @@
+// Starting the real helper as a user would, and watching it from outside.
+//
+// By default the helper is `deno run --allow-ffi main.ts`, with exactly the
+// permission a user passes. PASST_REPAIR_BIN runs the same tests against a
+// built artefact instead (the compiled binary or the bundle's launcher).
+
+import { acceptWithin, closeFd, unixListener } from "./peer_native.ts";
+
+export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+/** The command line that starts the helper with `args` */
+export function helperCommand(args: readonly string[]): string[] {
+  const bin = Deno.env.get("PASST_REPAIR_BIN");
+  if (bin) return [bin, ...args];
+  return [Deno.execPath(), "run", "--allow-ffi", MAIN, ...args];
+}
+
+/** Runs a command without CAP_NET_ADMIN, even as root */
+export const WITHOUT_NET_ADMIN = ["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin"];
+
+export interface Outcome {
+  code: number;
+  signal: Deno.Signal | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface SpawnOptions {
+  /** Command words put before the helper's (e.g. WITHOUT_NET_ADMIN) */
+  prefix?: readonly string[];
+}
+
+/** A running helper process */
+export class Helper {
+  readonly child: Deno.ChildProcess;
+  readonly #stdout: Promise<string>;
+  readonly #stderr: Promise<string>;
+
+  constructor(args: readonly string[], options: SpawnOptions = {}) {
+    const argv = [...(options.prefix ?? []), ...helperCommand(args)];
+    this.child = new Deno.Command(argv[0]!, {
+      args: argv.slice(1),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+    }).spawn();
+    this.#stdout = new Response(this.child.stdout).text();
+    this.#stderr = new Response(this.child.stderr).text();
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  /** Waits at most `ms` for the helper to end; kills it and throws if it does not */
+  async exit(ms = 15000): Promise<Outcome> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), ms);
+    });
+    const status = await Promise.race([this.child.status, timeout]);
+    clearTimeout(timer);
+    if (status === "timeout") {
+      this.kill();
+      await this.child.status;
+      const stderr = await this.#stderr;
+      throw new Error(`helper did not exit within ${ms} ms; stderr: ${stderr}`);
+    }
+    return {
+      code: status.code,
+      signal: status.signal,
+      stdout: await this.#stdout,
+      stderr: await this.#stderr,
+    };
+  }
+
+  kill(signal: Deno.Signal = "SIGKILL"): void {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Runs the helper to completion (no peer) and returns what it did */
+export function runHelper(args: readonly string[], options: SpawnOptions = {}): Promise<Outcome> {
+  return new Helper(args, options).exit();
+}
+
+/** A temporary directory for one test's sockets, removed by cleanup() */
+export class Scratch {
+  readonly dir = Deno.makeTempDirSync({ prefix: "passt-repair-test-" });
+  path(name: string): string {
+    return `${this.dir}/${name}`;
+  }
+  cleanup(): void {
+    Deno.removeSync(this.dir, { recursive: true });
+  }
+}
+
+/** A fake passt: listens on a repair socket, starts the helper, accepts it */
+export interface Session {
+  readonly helper: Helper;
+  /** Our end of the connection to the helper */
+  readonly conn: number;
+  readonly scratch: Scratch;
+  readonly socketPath: string;
+  /** Ends the helper (if still running) and releases everything */
+  close(): Promise<void>;
+}
+
+export async function startSession(
+  args: readonly string[] = [],
+  options: SpawnOptions = {},
+): Promise<Session> {
+  const scratch = new Scratch();
+  const socketPath = scratch.path("passt.socket.repair");
+  const listener = unixListener(socketPath);
+  const helper = new Helper([...args, socketPath], options);
+  let conn: number;
+  try {
+    conn = acceptWithin(listener, 20000);
+  } catch (e) {
+    helper.kill();
+    const out = await helper.exit();
+    closeFd(listener);
+    scratch.cleanup();
+    throw new Error(`${(e as Error).message}; helper said: ${out.stderr}`);
+  } finally {
+    closeFd(listener);
+  }
+  return {
+    helper,
+    conn,
+    scratch,
+    socketPath,
+    async close() {
+      closeFd(conn);
+      helper.kill();
+      await helper.child.status;
+      await helper.exit().catch(() => {});
+      scratch.cleanup();
+    },
+  };
+}
+
+/** The helper's open descriptors, as "fd -> target" lines */
+export function openDescriptors(pid: number): Map<number, string> {
+  const fds = new Map<number, string>();
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      fds.set(Number(entry.name), Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`));
+    } catch {
+      // closed while we looked
+    }
+  }
+  return fds;
+}
+
+const RECVMSG = Deno.build.arch === "aarch64" ? 212 : 47;
+
+/** Whether the helper's main thread is blocked in recvmsg() right now */
+export function blockedInRecvmsg(pid: number): boolean {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/syscall`);
+    return Number(text.split(" ")[0]) === RECVMSG;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Waits until `predicate` holds, checking every few milliseconds, for at most
+ * `ms`; throws naming `what` otherwise. For states no descriptor can signal
+ * (a process's syscall, its CPU time), not as a stand-in for a sleep.
+ */
+export async function waitUntil(predicate: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!predicate()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/** Waits until the helper is back in recvmsg(), i.e. done with the last message */
+export function idle(pid: number, ms = 10000): Promise<void> {
+  return waitUntil(() => blockedInRecvmsg(pid), ms, `helper ${pid} to block in recvmsg()`);
+}

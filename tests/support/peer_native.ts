@@ -1,0 +1,324 @@
+// Native calls of the fake passt used by the tests and the bench.
+//
+// This is test tooling, never imported by the program: the program's complete
+// native surface is src/ffi/libc.ts. A fake passt needs calls the helper must
+// never have (bind, listen, accept, sendmsg, socketpair, pipe), so they live
+// here, in their own table, rather than widening the program's.
+
+import {
+  AF_INET,
+  AF_INET6,
+  AF_UNIX,
+  cmsgLen,
+  cmsgSpace,
+  SCM_RIGHTS,
+  SOCK_CLOEXEC,
+  SOCK_STREAM,
+  SOCKADDR_UN_SIZE,
+  SOL_SOCKET,
+  SOL_TCP,
+  SUN_PATH_OFF,
+  TCP_REPAIR,
+} from "../../src/abi.ts";
+import { describeErrno } from "../../src/errors.ts";
+
+const int = "i32";
+const uint = "u32";
+const buffer = "buffer";
+
+const SYMBOLS = {
+  socket: { parameters: [int, int, int], result: int },
+  socketpair: { parameters: [int, int, int, buffer], result: int },
+  pipe2: { parameters: [buffer, int], result: int },
+  bind: { parameters: [int, buffer, uint], result: int },
+  listen: { parameters: [int, int], result: int },
+  accept4: { parameters: [int, buffer, buffer, int], result: int },
+  connect: { parameters: [int, buffer, uint], result: int },
+  getsockname: { parameters: [int, buffer, buffer], result: int },
+  sendmsg: { parameters: [int, buffer, int], result: "i64" },
+  send: { parameters: [int, buffer, "usize", int], result: "i64" },
+  recv: { parameters: [int, buffer, "usize", int], result: "i64" },
+  setsockopt: { parameters: [int, int, int, buffer, uint], result: int },
+  getsockopt: { parameters: [int, int, int, buffer, buffer], result: int },
+  shutdown: { parameters: [int, int], result: int },
+  close: { parameters: [int], result: int },
+  poll: { parameters: [buffer, "u64", int], result: int },
+  fcntl: { parameters: [int, int, int], result: int },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+let lib: Symbols | null = null;
+let errnoCell = new Int32Array(1);
+
+function c(): Symbols {
+  if (lib === null) {
+    const l = Deno.dlopen("libc.so.6", SYMBOLS);
+    const where = l.symbols.__errno_location();
+    if (where === null) throw new Error("no errno");
+    errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(where, 4));
+    lib = l.symbols;
+  }
+  return lib;
+}
+
+/** A failed call in the fake peer, with errno as text */
+export class PeerError extends Error {
+  constructor(readonly call: string, readonly errno: number) {
+    super(`${call}: ${describeErrno(errno)}`);
+  }
+}
+
+function check(call: string, r: number | bigint): number {
+  if (r < 0) throw new PeerError(call, errnoCell[0]!);
+  return Number(r);
+}
+
+/** -errno instead of throwing, for calls that are expected to fail */
+function soft(r: number | bigint): number {
+  return r < 0 ? -errnoCell[0]! : Number(r);
+}
+
+export function closeFd(fd: number): void {
+  c().close(fd);
+}
+
+export function closeAll(fds: Iterable<number>): void {
+  for (const fd of fds) c().close(fd);
+}
+
+// ---- UNIX sockets: the fake passt's repair socket ----
+
+export function sockaddrUnFor(path: string): Uint8Array {
+  const name = new TextEncoder().encode(path);
+  if (name.length > 107) throw new Error(`test path too long: ${path}`);
+  const sa = new Uint8Array(SOCKADDR_UN_SIZE);
+  new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
+  sa.set(name, SUN_PATH_OFF);
+  return sa;
+}
+
+/** A bound UNIX stream socket; listening unless `listen` is false */
+export function unixListener(path: string, listen = true, type = SOCK_STREAM): number {
+  const fd = check("socket", c().socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+  check("bind", c().bind(fd, sockaddrUnFor(path), SOCKADDR_UN_SIZE));
+  if (listen) check("listen", c().listen(fd, 16));
+  return fd;
+}
+
+export function listenNow(fd: number): void {
+  check("listen", c().listen(fd, 16));
+}
+
+/** Waits up to `ms` for `events` on fd: true if ready */
+export function waitFor(fd: number, ms: number, events = 1 /* POLLIN */): boolean {
+  const pfd = new Uint8Array(8);
+  const v = new DataView(pfd.buffer);
+  v.setInt32(0, fd, true);
+  v.setInt16(4, events, true);
+  const deadline = performance.now() + ms;
+  for (;;) {
+    const left = Math.max(0, Math.ceil(deadline - performance.now()));
+    const r = soft(c().poll(pfd, 1n, left));
+    if (r > 0) return true;
+    if (r === 0) return false;
+    if (r !== -4) throw new PeerError("poll", -r);
+  }
+}
+
+/** accept() within `ms`, or throws */
+export function acceptWithin(listener: number, ms: number): number {
+  if (!waitFor(listener, ms)) throw new Error(`no connection within ${ms} ms`);
+  return check("accept4", c().accept4(listener, new Uint8Array(0), new Uint8Array(0), SOCK_CLOEXEC));
+}
+
+/** Whether a connection is waiting on a listener right now (no wait) */
+export function pendingConnection(listener: number): boolean {
+  return waitFor(listener, 0);
+}
+
+/** A connected AF_UNIX pair */
+export function unixPair(type = SOCK_STREAM): [number, number] {
+  const sv = new Int32Array(2);
+  check("socketpair", c().socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, new Uint8Array(sv.buffer)));
+  return [sv[0]!, sv[1]!];
+}
+
+export function pipe(): [number, number] {
+  const p = new Int32Array(2);
+  check("pipe2", c().pipe2(new Uint8Array(p.buffer), SOCK_CLOEXEC));
+  return [p[0]!, p[1]!];
+}
+
+// ---- messages to the helper ----
+
+/** Control data for one SCM_RIGHTS message with `fds` */
+export function rightsControl(fds: readonly number[]): Uint8Array {
+  const control = new Uint8Array(cmsgSpace(fds.length * 4));
+  const v = new DataView(control.buffer);
+  v.setBigUint64(0, BigInt(cmsgLen(fds.length * 4)), true);
+  v.setInt32(8, SOL_SOCKET, true);
+  v.setInt32(12, SCM_RIGHTS, true);
+  fds.forEach((fd, i) => v.setInt32(16 + 4 * i, fd, true));
+  return control;
+}
+
+/** Control data of one message at `level`/`type` with `payload` */
+export function controlMessage(level: number, type: number, payload: Uint8Array): Uint8Array {
+  const control = new Uint8Array(cmsgSpace(payload.length));
+  const v = new DataView(control.buffer);
+  v.setBigUint64(0, BigInt(cmsgLen(payload.length)), true);
+  v.setInt32(8, level, true);
+  v.setInt32(12, type, true);
+  control.set(payload, 16);
+  return control;
+}
+
+function address(buf: Uint8Array): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
+/** sendmsg() of `data` with raw control bytes (may be empty): bytes sent or -errno */
+export function sendRaw(fd: number, data: Uint8Array, control: Uint8Array): number {
+  const iov = new Uint8Array(16);
+  const iv = new DataView(iov.buffer);
+  iv.setBigUint64(0, data.length ? address(data) : 0n, true);
+  iv.setBigUint64(8, BigInt(data.length), true);
+  const msg = new Uint8Array(56);
+  const mv = new DataView(msg.buffer);
+  mv.setBigUint64(16, address(iov), true);
+  mv.setBigUint64(24, 1n, true);
+  if (control.length > 0) {
+    mv.setBigUint64(32, address(control), true);
+    mv.setBigUint64(40, BigInt(control.length), true);
+  }
+  // MSG_NOSIGNAL: a helper that died must fail the test, not kill it
+  const r = soft(c().sendmsg(fd, msg, 0x4000));
+  // keep the buffers alive across the call (UnsafePointer.of does not)
+  void [iov, data, control];
+  return r;
+}
+
+/** Sends a command byte with `fds` attached, as passt does */
+export function sendCommand(fd: number, command: number, fds: readonly number[]): void {
+  const r = sendRaw(fd, new Uint8Array([command & 0xff]), fds.length ? rightsControl(fds) : new Uint8Array(0));
+  if (r < 0) throw new PeerError("sendmsg", -r);
+  if (r !== 1) throw new Error(`sendmsg sent ${r} bytes`);
+}
+
+/** What arrived from the helper: a reply byte (signed), EOF, or nothing in time */
+export type Reply = number | "eof" | "timeout" | "reset";
+
+/** Receives one reply byte within `ms` */
+export function readReply(fd: number, ms: number): Reply {
+  if (!waitFor(fd, ms)) return "timeout";
+  const b = new Uint8Array(1);
+  const r = soft(c().recv(fd, b, 1n, 0x40 /* MSG_DONTWAIT */));
+  if (r === 0) return "eof";
+  if (r === -104) return "reset";
+  if (r < 0) throw new PeerError("recv", -r);
+  return (b[0]! << 24) >> 24;
+}
+
+/** Every byte available now, without waiting (to prove nothing stray was sent) */
+export function drainNow(fd: number): Uint8Array {
+  const out: number[] = [];
+  const b = new Uint8Array(4096);
+  for (;;) {
+    const r = soft(c().recv(fd, b, 4096n, 0x40));
+    if (r <= 0) break;
+    out.push(...b.subarray(0, r));
+  }
+  return new Uint8Array(out);
+}
+
+export function shutdownWrite(fd: number): void {
+  check("shutdown", c().shutdown(fd, 1));
+}
+
+// ---- TCP connections to hand over ----
+
+export type Family = 4 | 6;
+
+function loopback(family: Family, port: number): Uint8Array {
+  if (family === 4) {
+    const sa = new Uint8Array(16);
+    const v = new DataView(sa.buffer);
+    v.setUint16(0, AF_INET, true);
+    v.setUint16(2, port, false);
+    sa.set([127, 0, 0, 1], 4);
+    return sa;
+  }
+  const sa = new Uint8Array(28);
+  const v = new DataView(sa.buffer);
+  v.setUint16(0, AF_INET6, true);
+  v.setUint16(2, port, false);
+  sa[23] = 1; // ::1
+  return sa;
+}
+
+export function tcpSocket(family: Family): number {
+  return check("socket", c().socket(family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+}
+
+export function udpSocket(family: Family = 4): number {
+  return check("socket", c().socket(family === 4 ? AF_INET : AF_INET6, 2 /* SOCK_DGRAM */ | SOCK_CLOEXEC, 0));
+}
+
+/** A listening TCP socket on loopback, and its port */
+export function tcpListener(family: Family): { fd: number; port: number } {
+  const fd = tcpSocket(family);
+  const sa = loopback(family, 0);
+  check("bind", c().bind(fd, sa, sa.length));
+  check("listen", c().listen(fd, 512));
+  const len = new Uint32Array([sa.length]);
+  check("getsockname", c().getsockname(fd, sa, new Uint8Array(len.buffer)));
+  return { fd, port: new DataView(sa.buffer).getUint16(2, false) };
+}
+
+/** `n` established loopback connections: the ends to hand over, and their peers */
+export interface Connections {
+  readonly local: number[];
+  readonly remote: number[];
+  close(): void;
+}
+
+export function tcpConnections(family: Family, n: number): Connections {
+  const listener = tcpListener(family);
+  const local: number[] = [];
+  const remote: number[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const fd = tcpSocket(family);
+      const sa = loopback(family, listener.port);
+      check("connect", c().connect(fd, sa, sa.length));
+      local.push(fd);
+      remote.push(acceptWithin(listener.fd, 5000));
+    }
+  } finally {
+    closeFd(listener.fd);
+  }
+  return { local, remote, close: () => closeAll([...local, ...remote]) };
+}
+
+/** getsockopt(TCP_REPAIR): the repair state as the sender's copy sees it */
+export function repairState(fd: number): number {
+  const v = new Int32Array(1);
+  const len = new Uint32Array([4]);
+  check(
+    "getsockopt(TCP_REPAIR)",
+    c().getsockopt(fd, SOL_TCP, TCP_REPAIR, new Uint8Array(v.buffer), new Uint8Array(len.buffer)),
+  );
+  return v[0]!;
+}
+
+/** setsockopt(TCP_REPAIR) from the test process itself: 0 or -errno */
+export function setRepairDirect(fd: number, op: number): number {
+  const v = new Int32Array([op]);
+  return soft(c().setsockopt(fd, SOL_TCP, TCP_REPAIR, new Uint8Array(v.buffer), 4));
+}
+
+/** Whether fd is open in this process */
+export function isOpen(fd: number): boolean {
+  return c().fcntl(fd, 1 /* F_GETFD */, 0) >= 0;
+}
