@@ -4,7 +4,13 @@
 // permission a user passes. PASST_REPAIR_BIN runs the same tests against a
 // built artefact instead (the compiled binary or the bundle's launcher).
 
-import { acceptWithin, closeFd, unixListener } from "./peer_native.ts";
+import {
+  acceptWithin,
+  closeFd,
+  processDescriptors,
+  readSmallFile,
+  unixListener,
+} from "./peer_native.ts";
 
 export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -146,29 +152,17 @@ export async function startSession(
   };
 }
 
-/** The helper's open descriptors, as "fd -> target" lines */
+/** The helper's open descriptors, fd -> target */
 export function openDescriptors(pid: number): Map<number, string> {
-  const fds = new Map<number, string>();
-  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
-    try {
-      fds.set(Number(entry.name), Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`));
-    } catch {
-      // closed while we looked
-    }
-  }
-  return fds;
+  return processDescriptors(pid);
 }
 
 const RECVMSG = Deno.build.arch === "aarch64" ? 212 : 47;
 
 /** Whether the helper's main thread is blocked in recvmsg() right now */
 export function blockedInRecvmsg(pid: number): boolean {
-  try {
-    const text = Deno.readTextFileSync(`/proc/${pid}/syscall`);
-    return Number(text.split(" ")[0]) === RECVMSG;
-  } catch {
-    return false;
-  }
+  const text = readSmallFile(`/proc/${pid}/syscall`);
+  return text !== null && Number(text.split(" ")[0]) === RECVMSG;
 }
 
 /**

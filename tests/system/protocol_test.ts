@@ -1,0 +1,251 @@
+// The protocol, end to end: the real helper (deno run --allow-ffi main.ts)
+// against a fake passt that sends real TCP sockets with SCM_RIGHTS.
+
+import assert from "node:assert/strict";
+import { SCM_CREDENTIALS, SOL_SOCKET } from "../../src/abi.ts";
+import {
+  closeAll,
+  closeFd,
+  controlMessage,
+  drainNow,
+  type Family,
+  pipe,
+  readReply,
+  repairState,
+  sendCommand,
+  sendRaw,
+  tcpConnections,
+  tcpListener,
+  udpSocket,
+  unixPair,
+  waitFor,
+} from "../support/peer_native.ts";
+import { idle, openDescriptors, type Session, startSession } from "../support/helper.ts";
+
+const REPLY_MS = 10000;
+const ON = 1, OFF = 0, OFF_NO_WP = -1;
+
+/** Sends one command and expects its echo */
+function roundTrip(s: Session, cmd: number, fds: readonly number[]): void {
+  sendCommand(s.conn, cmd, fds);
+  assert.equal(readReply(s.conn, REPLY_MS), cmd, `reply to command ${cmd}`);
+}
+
+/** Expects the helper to fail: exit 1, no reply byte, one stderr line matching */
+async function expectFailure(s: Session, pattern: RegExp): Promise<string> {
+  const out = await s.helper.exit();
+  assert.equal(out.code, 1, `exit status; stderr: ${out.stderr}`);
+  assert.equal(out.signal, null);
+  assert.equal(out.stdout, "");
+  assert.match(out.stderr, pattern);
+  assert.equal(out.stderr.trimEnd().split("\n").length, 1, `one line: ${out.stderr}`);
+  assert.equal(drainNow(s.conn).length, 0, "no reply after a failure");
+  return out.stderr;
+}
+
+for (const family of [4, 6] as Family[]) {
+  for (const count of [1, 253]) {
+    Deno.test(`helper switches ON, OFF and OFF_NO_WP for ${count} IPv${family} socket(s)`, async () => {
+      const s = await startSession();
+      const tcp = tcpConnections(family, count);
+      try {
+        for (const cmd of [ON, OFF, ON, OFF_NO_WP]) {
+          roundTrip(s, cmd, tcp.local);
+          const want = cmd === ON ? 1 : 0;
+          for (const fd of tcp.local) assert.equal(repairState(fd), want, `fd ${fd} after ${cmd}`);
+        }
+        closeFd(s.conn);
+        const out = await s.helper.exit();
+        assert.deepEqual([out.code, out.stdout, out.stderr], [0, "", ""]);
+      } finally {
+        tcp.close();
+        await s.close();
+      }
+    });
+  }
+}
+
+Deno.test("helper exits 0 silently when passt closes the connection", async () => {
+  const s = await startSession();
+  try {
+    closeFd(s.conn);
+    const out = await s.helper.exit();
+    assert.deepEqual([out.code, out.stdout, out.stderr], [0, "", ""]);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("helper exits 0 when passt resets the connection", async () => {
+  const s = await startSession();
+  const tcp = tcpConnections(4, 1);
+  try {
+    sendCommand(s.conn, ON, tcp.local);
+    // Closing with the reply unread in our queue makes the kernel report
+    // ECONNRESET to the helper instead of EOF
+    assert.ok(waitFor(s.conn, REPLY_MS), "reply arrived");
+    closeFd(s.conn);
+    const out = await s.helper.exit();
+    assert.deepEqual([out.code, out.stdout, out.stderr], [0, "", ""]);
+  } finally {
+    tcp.close();
+    await s.close();
+  }
+});
+
+Deno.test("a 1-socket message does not cut the next 253-socket message (upstream switches 2)", async () => {
+  const s = await startSession();
+  const one = tcpConnections(4, 1);
+  const many = tcpConnections(4, 253);
+  try {
+    roundTrip(s, ON, one.local);
+    roundTrip(s, ON, many.local);
+    const on = many.local.filter((fd) => repairState(fd) === 1).length;
+    assert.equal(on, 253);
+    roundTrip(s, OFF, many.local);
+    assert.equal(many.local.filter((fd) => repairState(fd) === 1).length, 0);
+  } finally {
+    one.close();
+    many.close();
+    await s.close();
+  }
+});
+
+Deno.test("pipelined messages get one reply each, in order", async () => {
+  const s = await startSession();
+  const tcp = tcpConnections(4, 40);
+  try {
+    const cmds = Array.from({ length: 40 }, (_, i) => [ON, OFF, OFF_NO_WP][i % 3]!);
+    cmds.forEach((cmd, i) => sendCommand(s.conn, cmd, [tcp.local[i]!]));
+    const replies = cmds.map(() => readReply(s.conn, REPLY_MS));
+    assert.deepEqual(replies, cmds);
+    cmds.forEach((cmd, i) => assert.equal(repairState(tcp.local[i]!), cmd === ON ? 1 : 0));
+  } finally {
+    tcp.close();
+    await s.close();
+  }
+});
+
+Deno.test("a byte without control data is rejected: No/bad ancillary data, no reply", async () => {
+  const s = await startSession();
+  try {
+    sendRaw(s.conn, new Uint8Array([ON]), new Uint8Array(0));
+    await expectFailure(s, /^No\/bad ancillary data from peer: no control data$/m);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("SCM_RIGHTS with zero descriptors is rejected", async () => {
+  const s = await startSession();
+  try {
+    // The kernel drops an empty SCM_RIGHTS: the helper sees no control data
+    sendRaw(s.conn, new Uint8Array([ON]), controlMessage(SOL_SOCKET, 1, new Uint8Array(0)));
+    await expectFailure(s, /^No\/bad ancillary data from peer/);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("SCM_CREDENTIALS instead of SCM_RIGHTS is rejected", async () => {
+  const s = await startSession();
+  const tcp = tcpConnections(4, 1);
+  try {
+    const cred = new Uint8Array(12);
+    const v = new DataView(cred.buffer);
+    v.setInt32(0, Deno.pid, true);
+    sendRaw(s.conn, new Uint8Array([ON]), controlMessage(SOL_SOCKET, SCM_CREDENTIALS, cred));
+    await expectFailure(s, /^No\/bad ancillary data from peer/);
+    assert.equal(repairState(tcp.local[0]!), 0);
+  } finally {
+    tcp.close();
+    await s.close();
+  }
+});
+
+Deno.test("a second byte without descriptors never reuses the previous message's", async () => {
+  const s = await startSession();
+  const tcp = tcpConnections(4, 3);
+  try {
+    roundTrip(s, ON, tcp.local);
+    // OFF with no descriptors: a helper that reused stale ones would switch
+    // these three off and reply
+    sendRaw(s.conn, new Uint8Array([OFF]), new Uint8Array(0));
+    await expectFailure(s, /^No\/bad ancillary data from peer: no control data$/m);
+    for (const fd of tcp.local) assert.equal(repairState(fd), 1);
+  } finally {
+    tcp.close();
+    await s.close();
+  }
+});
+
+for (const byte of [2, 5, 0x7f, 0x80, 0xfe]) {
+  Deno.test(`command byte 0x${byte.toString(16)} is unsupported: no reply, sockets untouched`, async () => {
+    const s = await startSession();
+    const tcp = tcpConnections(4, 2);
+    try {
+      const before = openDescriptors(s.helper.pid);
+      sendCommand(s.conn, byte, tcp.local);
+      const signed = (byte << 24) >> 24;
+      await expectFailure(s, new RegExp(`^Unsupported command ${signed} \\(byte 0x${byte.toString(16).padStart(2, "0")}\\)`));
+      for (const fd of tcp.local) assert.equal(repairState(fd), 0);
+      assert.ok(before.size > 0);
+    } finally {
+      tcp.close();
+      await s.close();
+    }
+  });
+}
+
+/** Kinds of descriptor that are not TCP sockets TCP_REPAIR can be set on */
+const NOT_REPAIRABLE: [string, () => { fd: number; extra: number[] }, RegExp][] = [
+  ["a pipe", () => {
+    const [r, w] = pipe();
+    return { fd: r, extra: [w] };
+  }, /Socket operation on non-socket \(ENOTSOCK\)/],
+  ["a UDP socket", () => ({ fd: udpSocket(), extra: [] }), /\((ENOPROTOOPT|EOPNOTSUPP)\)/],
+  ["an AF_UNIX socket", () => {
+    const [a, b] = unixPair();
+    return { fd: a, extra: [b] };
+  }, /\((EOPNOTSUPP|ENOPROTOOPT)\)/],
+  ["a listening TCP socket", () => ({ fd: tcpListener(4).fd, extra: [] }), /\(EPERM\)/],
+];
+
+for (const [what, make, errno] of NOT_REPAIRABLE) {
+  Deno.test(`batch [tcp, ${what}, tcp]: fails at 2 of 3, third untouched, all closed`, async () => {
+    const s = await startSession();
+    const tcp = tcpConnections(4, 2);
+    const odd = make();
+    try {
+      await idle(s.helper.pid);
+      const before = openDescriptors(s.helper.pid);
+      sendCommand(s.conn, ON, [tcp.local[0]!, odd.fd, tcp.local[1]!]);
+      const line = await expectFailure(s, /^Setting TCP_REPAIR to ON \(1\) failed for socket 2 of 3 \(fd \d+\): /);
+      assert.match(line, errno);
+      assert.equal(repairState(tcp.local[0]!), 1, "first socket was switched");
+      assert.equal(repairState(tcp.local[1]!), 0, "third socket never touched");
+      assert.ok(before.size > 0);
+    } finally {
+      closeAll([odd.fd, ...odd.extra]);
+      tcp.close();
+      await s.close();
+    }
+  });
+}
+
+Deno.test("after every command the helper holds only the descriptors it held before", async () => {
+  const s = await startSession();
+  const tcp = tcpConnections(6, 253);
+  try {
+    await idle(s.helper.pid);
+    const before = openDescriptors(s.helper.pid);
+    for (const cmd of [ON, OFF, ON, OFF_NO_WP]) {
+      roundTrip(s, cmd, tcp.local);
+      await idle(s.helper.pid);
+      assert.deepEqual(openDescriptors(s.helper.pid), before, `after command ${cmd}`);
+    }
+  } finally {
+    tcp.close();
+    await s.close();
+  }
+});
