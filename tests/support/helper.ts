@@ -173,7 +173,9 @@ export function blockedInRecvmsg(pid: number): boolean {
 export async function waitUntil(predicate: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = performance.now() + ms;
   while (!predicate()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (performance.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    }
     await new Promise((r) => setTimeout(r, 2));
   }
 }

@@ -133,7 +133,10 @@ export function waitFor(fd: number, ms: number, events = 1 /* POLLIN */): boolea
 /** accept() within `ms`, or throws */
 export function acceptWithin(listener: number, ms: number): number {
   if (!waitFor(listener, ms)) throw new Error(`no connection within ${ms} ms`);
-  return check("accept4", c().accept4(listener, new Uint8Array(0), new Uint8Array(0), SOCK_CLOEXEC));
+  return check(
+    "accept4",
+    c().accept4(listener, new Uint8Array(0), new Uint8Array(0), SOCK_CLOEXEC),
+  );
 }
 
 /** Whether a connection is waiting on a listener right now (no wait) */
@@ -205,7 +208,11 @@ export function sendRaw(fd: number, data: Uint8Array, control: Uint8Array): numb
 
 /** Sends a command byte with `fds` attached, as passt does */
 export function sendCommand(fd: number, command: number, fds: readonly number[]): void {
-  const r = sendRaw(fd, new Uint8Array([command & 0xff]), fds.length ? rightsControl(fds) : new Uint8Array(0));
+  const r = sendRaw(
+    fd,
+    new Uint8Array([command & 0xff]),
+    fds.length ? rightsControl(fds) : new Uint8Array(0),
+  );
   if (r < 0) throw new PeerError("sendmsg", -r);
   if (r !== 1) throw new Error(`sendmsg sent ${r} bytes`);
 }
@@ -262,11 +269,17 @@ function loopback(family: Family, port: number): Uint8Array {
 }
 
 export function tcpSocket(family: Family): number {
-  return check("socket", c().socket(family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  return check(
+    "socket",
+    c().socket(family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0),
+  );
 }
 
 export function udpSocket(family: Family = 4): number {
-  return check("socket", c().socket(family === 4 ? AF_INET : AF_INET6, 2 /* SOCK_DGRAM */ | SOCK_CLOEXEC, 0));
+  return check(
+    "socket",
+    c().socket(family === 4 ? AF_INET : AF_INET6, 2 /* SOCK_DGRAM */ | SOCK_CLOEXEC, 0),
+  );
 }
 
 /** A listening TCP socket on loopback, and its port */
@@ -324,7 +337,7 @@ export function setRepairDirect(fd: number, op: number): number {
 
 /** Whether fd is open in this process */
 export function isOpen(fd: number): boolean {
-  return c().fcntl(fd, 1 /* F_GETFD */, 0) >= 0;
+  return c().fcntl(fd, 1, /* F_GETFD */ 0) >= 0;
 }
 
 // ---- /proc, read natively: Deno refuses /proc/PID/fd without --allow-all ----
@@ -353,7 +366,10 @@ export function readSmallFile(path: string): string | null {
 
 /** A process's open descriptors and what they point at (/proc/PID/fd) */
 export function processDescriptors(pid: number): Map<number, string> {
-  const dir = check("open /proc/PID/fd", c().open(encoder.encode(`/proc/${pid}/fd\0`), O_RDONLY_DIRECTORY_CLOEXEC, 0));
+  const dir = check(
+    "open /proc/PID/fd",
+    c().open(encoder.encode(`/proc/${pid}/fd\0`), O_RDONLY_DIRECTORY_CLOEXEC, 0),
+  );
   const fds = new Map<number, string>();
   try {
     const buf = new Uint8Array(32768);
@@ -368,7 +384,9 @@ export function processDescriptors(pid: number): Map<number, string> {
         const name = decoder.decode(buf.subarray(off + 19, nameEnd));
         off += reclen;
         if (name === "." || name === "..") continue;
-        const len = soft(c().readlinkat(dir, encoder.encode(name + "\0"), target, BigInt(target.length)));
+        const len = soft(
+          c().readlinkat(dir, encoder.encode(name + "\0"), target, BigInt(target.length)),
+        );
         if (len >= 0) fds.set(Number(name), decoder.decode(target.subarray(0, len)));
       }
     }

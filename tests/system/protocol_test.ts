@@ -11,6 +11,7 @@ import {
   type Family,
   pipe,
   readReply,
+  readSmallFile,
   repairState,
   sendCommand,
   sendRaw,
@@ -20,7 +21,14 @@ import {
   unixPair,
   waitFor,
 } from "../support/peer_native.ts";
-import { idle, openDescriptors, type Session, startSession } from "../support/helper.ts";
+import {
+  idle,
+  openDescriptors,
+  type Session,
+  startSession,
+  waitUntil,
+  WITHOUT_NET_ADMIN,
+} from "../support/helper.ts";
 
 const REPLY_MS = 10000;
 const ON = 1, OFF = 0, OFF_NO_WP = -1;
@@ -187,7 +195,12 @@ for (const byte of [2, 5, 0x7f, 0x80, 0xfe]) {
       const before = openDescriptors(s.helper.pid);
       sendCommand(s.conn, byte, tcp.local);
       const signed = (byte << 24) >> 24;
-      await expectFailure(s, new RegExp(`^Unsupported command ${signed} \\(byte 0x${byte.toString(16).padStart(2, "0")}\\)`));
+      await expectFailure(
+        s,
+        new RegExp(
+          `^Unsupported command ${signed} \\(byte 0x${byte.toString(16).padStart(2, "0")}\\)`,
+        ),
+      );
       for (const fd of tcp.local) assert.equal(repairState(fd), 0);
       assert.ok(before.size > 0);
     } finally {
@@ -220,7 +233,10 @@ for (const [what, make, errno] of NOT_REPAIRABLE) {
       await idle(s.helper.pid);
       const before = openDescriptors(s.helper.pid);
       sendCommand(s.conn, ON, [tcp.local[0]!, odd.fd, tcp.local[1]!]);
-      const line = await expectFailure(s, /^Setting TCP_REPAIR to ON \(1\) failed for socket 2 of 3 \(fd \d+\): /);
+      const line = await expectFailure(
+        s,
+        /^Setting TCP_REPAIR to ON \(1\) failed for socket 2 of 3 \(fd \d+\): /,
+      );
       assert.match(line, errno);
       assert.equal(repairState(tcp.local[0]!), 1, "first socket was switched");
       assert.equal(repairState(tcp.local[1]!), 0, "third socket never touched");
@@ -244,6 +260,80 @@ Deno.test("after every command the helper holds only the descriptors it held bef
       await idle(s.helper.pid);
       assert.deepEqual(openDescriptors(s.helper.pid), before, `after command ${cmd}`);
     }
+  } finally {
+    tcp.close();
+    await s.close();
+  }
+});
+
+/** Field 3 of /proc/PID/stat: R, S, T (stopped), ... */
+function processState(pid: number): string {
+  const stat = readSmallFile(`/proc/${pid}/stat`) ?? "";
+  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+}
+
+Deno.test("a descriptor limit too low for the batch: MSG_CTRUNC detected, nothing switched", async () => {
+  const s = await startSession();
+  try {
+    await idle(s.helper.pid);
+    const open = [...openDescriptors(s.helper.pid).keys()];
+    // RLIMIT_NOFILE caps the descriptor number: with the limit just above the
+    // highest one the helper holds, only the holes below it are free
+    const limit = Math.max(...open) + 1;
+    const free = limit - open.length;
+    const lowered = await new Deno.Command("prlimit", {
+      args: ["--pid", String(s.helper.pid), `--nofile=${limit}:${limit}`],
+    }).output();
+    assert.equal(lowered.code, 0, new TextDecoder().decode(lowered.stderr));
+    const tcp = tcpConnections(4, free + 10);
+    try {
+      sendCommand(s.conn, ON, tcp.local);
+      await expectFailure(s, /^No\/bad ancillary data from peer: .*MSG_CTRUNC.*RLIMIT_NOFILE/);
+      for (const fd of tcp.local) assert.equal(repairState(fd), 0);
+    } finally {
+      tcp.close();
+    }
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("passt gone before the reply: 'Reply to' error, exit 1, no SIGPIPE death", async () => {
+  const s = await startSession();
+  const tcp = tcpConnections(4, 1);
+  try {
+    // Stop the helper so that our close certainly comes before its reply
+    s.helper.kill("SIGSTOP");
+    await waitUntil(() => processState(s.helper.pid) === "T", 10000, "the helper to stop");
+    sendCommand(s.conn, ON, tcp.local);
+    closeFd(s.conn);
+    s.helper.kill("SIGCONT");
+    const out = await s.helper.exit();
+    assert.equal(out.signal, null, "not killed by a signal");
+    assert.equal(out.code, 1);
+    assert.equal(out.stderr, "Reply to ON failed: Broken pipe (EPIPE)\n");
+  } finally {
+    tcp.close();
+    await s.close().catch(() => {});
+  }
+});
+
+Deno.test("without CAP_NET_ADMIN: a warning at start, then exit 1 naming CAP_NET_ADMIN", async () => {
+  const s = await startSession([], { prefix: WITHOUT_NET_ADMIN });
+  const tcp = tcpConnections(4, 2);
+  try {
+    sendCommand(s.conn, ON, tcp.local);
+    const out = await s.helper.exit();
+    assert.equal(out.code, 1);
+    assert.equal(drainNow(s.conn).length, 0);
+    const lines = out.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 2, out.stderr);
+    assert.match(lines[0]!, /^warning: .*CAP_NET_ADMIN/);
+    assert.match(
+      lines[1]!,
+      /^Setting TCP_REPAIR to ON \(1\) failed for socket 1 of 2 .*\(EPERM\); .*CAP_NET_ADMIN/,
+    );
+    for (const fd of tcp.local) assert.equal(repairState(fd), 0);
   } finally {
     tcp.close();
     await s.close();

@@ -1,0 +1,81 @@
+import assert from "node:assert/strict";
+import { HELP, parseCommandLine, parseSeconds, USAGE } from "../../src/cli.ts";
+import { UsageError } from "../../src/errors.ts";
+import { unit } from "./_unit.ts";
+
+function usageError(args: string[]): string {
+  try {
+    parseCommandLine(args);
+  } catch (e) {
+    assert.ok(e instanceof UsageError);
+    assert.equal(e.exitCode, 2);
+    return e.message;
+  }
+  assert.fail(`accepted ${JSON.stringify(args)}`);
+}
+
+unit("parseCommandLine() takes exactly one PATH", () => {
+  assert.deepEqual(parseCommandLine(["/run/x.repair"]), {
+    action: "run",
+    path: "/run/x.repair",
+    timeout: null,
+    wait: false,
+    verbose: false,
+  });
+  assert.equal(usageError([]), "Missing PATH");
+  assert.equal(usageError(["a", "b"]), "Exactly one PATH expected, got 2");
+  assert.equal(usageError([""]), "PATH is empty");
+});
+
+unit("parseCommandLine() handles -- before a PATH starting with -", () => {
+  const r = parseCommandLine(["--", "-weird.repair"]);
+  assert.equal(r.action === "run" && r.path, "-weird.repair");
+  assert.equal(usageError(["-weird.repair"]), "Unknown option -w");
+});
+
+unit("parseCommandLine() rejects unknown options and misplaced values", () => {
+  assert.equal(usageError(["--bogus", "x"]), "Unknown option --bogus");
+  assert.equal(usageError(["--timeout"]), "Option --timeout needs a value");
+  assert.equal(usageError(["--wait=1", "x"]), "Option --wait takes no value");
+});
+
+unit("parseCommandLine() recognises --help, --version and --check", () => {
+  assert.deepEqual(parseCommandLine(["-h"]), { action: "help" });
+  assert.deepEqual(parseCommandLine(["--help", "x", "y"]), { action: "help" });
+  assert.deepEqual(parseCommandLine(["--version"]), { action: "version" });
+  assert.deepEqual(parseCommandLine(["--check"]), { action: "check", verbose: false });
+  assert.equal(usageError(["--check", "x"]), "--check takes no PATH");
+});
+
+unit("parseCommandLine() reads --timeout, --wait and --verbose", () => {
+  assert.deepEqual(parseCommandLine(["--timeout", "2.5", "--wait", "--verbose", "p"]), {
+    action: "run",
+    path: "p",
+    timeout: 2.5,
+    wait: true,
+    verbose: true,
+  });
+  assert.deepEqual(parseCommandLine(["--timeout=.5", "p"]), {
+    action: "run",
+    path: "p",
+    timeout: 0.5,
+    wait: false,
+    verbose: false,
+  });
+});
+
+unit("parseSeconds() accepts positive decimals only", () => {
+  assert.deepEqual(["1", "0.25", "60", "3.", ".5"].map(parseSeconds), [1, 0.25, 60, 3, 0.5]);
+  for (const bad of ["0", "-1", "abc", "1e3", "Infinity", "NaN", "", "1s", "0x10"]) {
+    assert.throws(() => parseSeconds(bad), UsageError, bad);
+  }
+});
+
+unit("HELP starts with the usage and documents every option", () => {
+  assert.ok(HELP.startsWith(USAGE));
+  for (
+    const option of ["--help", "--version", "--timeout", "--wait", "--verbose", "--check", "--"]
+  ) {
+    assert.ok(HELP.includes(option), option);
+  }
+});
