@@ -113,6 +113,10 @@ export interface Session {
   readonly conn: number;
   readonly scratch: Scratch;
   readonly socketPath: string;
+  /** Closes our end of the connection (once: the number may be reused after) */
+  closeConn(): void;
+  /** Releases `resource` (test sockets) when the session closes */
+  adopt<T extends { close(): void }>(resource: T): T;
   /** Ends the helper (if still running) and releases everything */
   close(): Promise<void>;
 }
@@ -137,19 +141,45 @@ export async function startSession(
   } finally {
     closeFd(listener);
   }
+  const adopted: { close(): void }[] = [];
+  let connOpen = true;
+  const closeConn = () => {
+    if (connOpen) closeFd(conn);
+    connOpen = false;
+  };
   return {
     helper,
     conn,
     scratch,
     socketPath,
+    closeConn,
+    adopt(resource) {
+      adopted.push(resource);
+      return resource;
+    },
     async close() {
-      closeFd(conn);
+      for (const r of adopted.splice(0)) r.close();
+      closeConn();
       helper.kill();
       await helper.child.status;
       await helper.exit().catch(() => {});
       scratch.cleanup();
     },
   };
+}
+
+/** Runs `fn` against a fresh helper session and always cleans up after it */
+export async function withSession(
+  fn: (s: Session) => Promise<void> | void,
+  args: readonly string[] = [],
+  options: SpawnOptions = {},
+): Promise<void> {
+  const s = await startSession(args, options);
+  try {
+    await fn(s);
+  } finally {
+    await s.close();
+  }
 }
 
 /** The helper's open descriptors, fd -> target */

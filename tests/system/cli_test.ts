@@ -114,7 +114,7 @@ Deno.test("a plain run prints nothing at all", async () => {
   try {
     sendCommand(s.conn, 1, tcp.local);
     assert.equal(readReply(s.conn, 10000), 1);
-    closeFd(s.conn);
+    s.closeConn();
     const out = await s.helper.exit();
     assert.deepEqual([out.code, out.stdout, out.stderr], [0, "", ""]);
   } finally {

@@ -5,7 +5,6 @@ import assert from "node:assert/strict";
 import { SCM_CREDENTIALS, SOL_SOCKET } from "../../src/abi.ts";
 import {
   closeAll,
-  closeFd,
   controlMessage,
   drainNow,
   type Family,
@@ -25,9 +24,9 @@ import {
   idle,
   openDescriptors,
   type Session,
-  startSession,
   waitUntil,
   WITHOUT_NET_ADMIN,
+  withSession,
 } from "../support/helper.ts";
 
 const REPLY_MS = 10000;
@@ -51,188 +50,126 @@ async function expectFailure(s: Session, pattern: RegExp): Promise<string> {
   return out.stderr;
 }
 
+/** Expects a clean end: exit 0, nothing printed */
+async function expectCleanExit(s: Session): Promise<void> {
+  const out = await s.helper.exit();
+  assert.deepEqual([out.code, out.signal, out.stdout, out.stderr], [0, null, "", ""]);
+}
+
 for (const family of [4, 6] as Family[]) {
   for (const count of [1, 253]) {
-    Deno.test(`helper switches ON, OFF and OFF_NO_WP for ${count} IPv${family} socket(s)`, async () => {
-      const s = await startSession();
-      const tcp = tcpConnections(family, count);
-      try {
+    Deno.test(`helper switches ON, OFF and OFF_NO_WP for ${count} IPv${family} socket(s)`, () =>
+      withSession(async (s) => {
+        const tcp = s.adopt(tcpConnections(family, count));
         for (const cmd of [ON, OFF, ON, OFF_NO_WP]) {
           roundTrip(s, cmd, tcp.local);
           const want = cmd === ON ? 1 : 0;
           for (const fd of tcp.local) assert.equal(repairState(fd), want, `fd ${fd} after ${cmd}`);
         }
-        closeFd(s.conn);
-        const out = await s.helper.exit();
-        assert.deepEqual([out.code, out.stdout, out.stderr], [0, "", ""]);
-      } finally {
-        tcp.close();
-        await s.close();
-      }
-    });
+        s.closeConn();
+        await expectCleanExit(s);
+      }));
   }
 }
 
-Deno.test("helper exits 0 silently when passt closes the connection", async () => {
-  const s = await startSession();
-  try {
-    closeFd(s.conn);
-    const out = await s.helper.exit();
-    assert.deepEqual([out.code, out.stdout, out.stderr], [0, "", ""]);
-  } finally {
-    await s.close();
-  }
-});
+Deno.test("helper exits 0 silently when passt closes the connection", () =>
+  withSession(async (s) => {
+    s.closeConn();
+    await expectCleanExit(s);
+  }));
 
-Deno.test("helper exits 0 when passt resets the connection", async () => {
-  const s = await startSession();
-  const tcp = tcpConnections(4, 1);
-  try {
+Deno.test("helper exits 0 when passt resets the connection", () =>
+  withSession(async (s) => {
+    const tcp = s.adopt(tcpConnections(4, 1));
     sendCommand(s.conn, ON, tcp.local);
     // Closing with the reply unread in our queue makes the kernel report
     // ECONNRESET to the helper instead of EOF
     assert.ok(waitFor(s.conn, REPLY_MS), "reply arrived");
-    closeFd(s.conn);
-    const out = await s.helper.exit();
-    assert.deepEqual([out.code, out.stdout, out.stderr], [0, "", ""]);
-  } finally {
-    tcp.close();
-    await s.close();
-  }
-});
+    s.closeConn();
+    await expectCleanExit(s);
+  }));
 
-Deno.test("a 1-socket message does not cut the next 253-socket message (upstream switches 2)", async () => {
-  const s = await startSession();
-  const one = tcpConnections(4, 1);
-  const many = tcpConnections(4, 253);
-  try {
+Deno.test("a 1-socket message does not cut the next 253-socket message (upstream switches 2)", () =>
+  withSession((s) => {
+    const one = s.adopt(tcpConnections(4, 1));
+    const many = s.adopt(tcpConnections(4, 253));
     roundTrip(s, ON, one.local);
     roundTrip(s, ON, many.local);
-    const on = many.local.filter((fd) => repairState(fd) === 1).length;
-    assert.equal(on, 253);
+    assert.equal(many.local.filter((fd) => repairState(fd) === 1).length, 253);
     roundTrip(s, OFF, many.local);
     assert.equal(many.local.filter((fd) => repairState(fd) === 1).length, 0);
-  } finally {
-    one.close();
-    many.close();
-    await s.close();
-  }
-});
+  }));
 
-Deno.test("pipelined messages get one reply each, in order", async () => {
-  const s = await startSession();
-  const tcp = tcpConnections(4, 40);
-  try {
+Deno.test("pipelined messages get one reply each, in order", () =>
+  withSession((s) => {
+    const tcp = s.adopt(tcpConnections(4, 40));
     const cmds = Array.from({ length: 40 }, (_, i) => [ON, OFF, OFF_NO_WP][i % 3]!);
     cmds.forEach((cmd, i) => sendCommand(s.conn, cmd, [tcp.local[i]!]));
-    const replies = cmds.map(() => readReply(s.conn, REPLY_MS));
-    assert.deepEqual(replies, cmds);
+    assert.deepEqual(cmds.map(() => readReply(s.conn, REPLY_MS)), cmds);
     cmds.forEach((cmd, i) => assert.equal(repairState(tcp.local[i]!), cmd === ON ? 1 : 0));
-  } finally {
-    tcp.close();
-    await s.close();
-  }
-});
+  }));
 
-Deno.test("a byte without control data is rejected: No/bad ancillary data, no reply", async () => {
-  const s = await startSession();
-  try {
+Deno.test("a byte without control data is rejected: No/bad ancillary data, no reply", () =>
+  withSession(async (s) => {
     sendRaw(s.conn, new Uint8Array([ON]), new Uint8Array(0));
     await expectFailure(s, /^No\/bad ancillary data from peer: no control data$/m);
-  } finally {
-    await s.close();
-  }
-});
+  }));
 
-Deno.test("SCM_RIGHTS with zero descriptors is rejected", async () => {
-  const s = await startSession();
-  try {
+Deno.test("SCM_RIGHTS with zero descriptors is rejected", () =>
+  withSession(async (s) => {
     // The kernel drops an empty SCM_RIGHTS: the helper sees no control data
     sendRaw(s.conn, new Uint8Array([ON]), controlMessage(SOL_SOCKET, 1, new Uint8Array(0)));
     await expectFailure(s, /^No\/bad ancillary data from peer/);
-  } finally {
-    await s.close();
-  }
-});
+  }));
 
-Deno.test("SCM_CREDENTIALS instead of SCM_RIGHTS is rejected", async () => {
-  const s = await startSession();
-  const tcp = tcpConnections(4, 1);
-  try {
+Deno.test("SCM_CREDENTIALS instead of SCM_RIGHTS is rejected", () =>
+  withSession(async (s) => {
+    const tcp = s.adopt(tcpConnections(4, 1));
     const cred = new Uint8Array(12);
-    const v = new DataView(cred.buffer);
-    v.setInt32(0, Deno.pid, true);
+    new DataView(cred.buffer).setInt32(0, Deno.pid, true);
     sendRaw(s.conn, new Uint8Array([ON]), controlMessage(SOL_SOCKET, SCM_CREDENTIALS, cred));
     await expectFailure(s, /^No\/bad ancillary data from peer/);
     assert.equal(repairState(tcp.local[0]!), 0);
-  } finally {
-    tcp.close();
-    await s.close();
-  }
-});
+  }));
 
-Deno.test("a second byte without descriptors never reuses the previous message's", async () => {
-  const s = await startSession();
-  const tcp = tcpConnections(4, 3);
-  try {
+Deno.test("a second byte without descriptors never reuses the previous message's", () =>
+  withSession(async (s) => {
+    const tcp = s.adopt(tcpConnections(4, 3));
     roundTrip(s, ON, tcp.local);
     // OFF with no descriptors: a helper that reused stale ones would switch
     // these three off and reply
     sendRaw(s.conn, new Uint8Array([OFF]), new Uint8Array(0));
     await expectFailure(s, /^No\/bad ancillary data from peer: no control data$/m);
     for (const fd of tcp.local) assert.equal(repairState(fd), 1);
-  } finally {
-    tcp.close();
-    await s.close();
-  }
-});
+  }));
 
 for (const byte of [2, 5, 0x7f, 0x80, 0xfe]) {
-  Deno.test(`command byte 0x${byte.toString(16)} is unsupported: no reply, sockets untouched`, async () => {
-    const s = await startSession();
-    const tcp = tcpConnections(4, 2);
-    try {
-      const before = openDescriptors(s.helper.pid);
+  Deno.test(`command byte 0x${byte.toString(16)} is unsupported: no reply, sockets untouched`, () =>
+    withSession(async (s) => {
+      const tcp = s.adopt(tcpConnections(4, 2));
       sendCommand(s.conn, byte, tcp.local);
       const signed = (byte << 24) >> 24;
-      await expectFailure(
-        s,
-        new RegExp(
-          `^Unsupported command ${signed} \\(byte 0x${byte.toString(16).padStart(2, "0")}\\)`,
-        ),
-      );
+      const hex = byte.toString(16).padStart(2, "0");
+      await expectFailure(s, new RegExp(`^Unsupported command ${signed} \\(byte 0x${hex}\\)`));
       for (const fd of tcp.local) assert.equal(repairState(fd), 0);
-      assert.ok(before.size > 0);
-    } finally {
-      tcp.close();
-      await s.close();
-    }
-  });
+    }));
 }
 
 /** Kinds of descriptor that are not TCP sockets TCP_REPAIR can be set on */
-const NOT_REPAIRABLE: [string, () => { fd: number; extra: number[] }, RegExp][] = [
-  ["a pipe", () => {
-    const [r, w] = pipe();
-    return { fd: r, extra: [w] };
-  }, /Socket operation on non-socket \(ENOTSOCK\)/],
-  ["a UDP socket", () => ({ fd: udpSocket(), extra: [] }), /\((ENOPROTOOPT|EOPNOTSUPP)\)/],
-  ["an AF_UNIX socket", () => {
-    const [a, b] = unixPair();
-    return { fd: a, extra: [b] };
-  }, /\((EOPNOTSUPP|ENOPROTOOPT)\)/],
-  ["a listening TCP socket", () => ({ fd: tcpListener(4).fd, extra: [] }), /\(EPERM\)/],
+const NOT_REPAIRABLE: [string, () => number[], RegExp][] = [
+  ["a pipe", () => pipe(), /Socket operation on non-socket \(ENOTSOCK\)/],
+  ["a UDP socket", () => [udpSocket()], /\((ENOPROTOOPT|EOPNOTSUPP)\)/],
+  ["an AF_UNIX socket", () => unixPair(), /\((EOPNOTSUPP|ENOPROTOOPT)\)/],
+  ["a listening TCP socket", () => [tcpListener(4).fd], /\(EPERM\)/],
 ];
 
 for (const [what, make, errno] of NOT_REPAIRABLE) {
-  Deno.test(`batch [tcp, ${what}, tcp]: fails at 2 of 3, third untouched, all closed`, async () => {
-    const s = await startSession();
-    const tcp = tcpConnections(4, 2);
-    const odd = make();
-    try {
-      await idle(s.helper.pid);
-      const before = openDescriptors(s.helper.pid);
-      sendCommand(s.conn, ON, [tcp.local[0]!, odd.fd, tcp.local[1]!]);
+  Deno.test(`batch [tcp, ${what}, tcp]: fails at 2 of 3, third untouched`, () =>
+    withSession(async (s) => {
+      const tcp = s.adopt(tcpConnections(4, 2));
+      const odd = make();
+      s.adopt({ close: () => closeAll(odd) });
+      sendCommand(s.conn, ON, [tcp.local[0]!, odd[0]!, tcp.local[1]!]);
       const line = await expectFailure(
         s,
         /^Setting TCP_REPAIR to ON \(1\) failed for socket 2 of 3 \(fd \d+\): /,
@@ -240,19 +177,12 @@ for (const [what, make, errno] of NOT_REPAIRABLE) {
       assert.match(line, errno);
       assert.equal(repairState(tcp.local[0]!), 1, "first socket was switched");
       assert.equal(repairState(tcp.local[1]!), 0, "third socket never touched");
-      assert.ok(before.size > 0);
-    } finally {
-      closeAll([odd.fd, ...odd.extra]);
-      tcp.close();
-      await s.close();
-    }
-  });
+    }));
 }
 
-Deno.test("after every command the helper holds only the descriptors it held before", async () => {
-  const s = await startSession();
-  const tcp = tcpConnections(6, 253);
-  try {
+Deno.test("after every command the helper holds only the descriptors it held before", () =>
+  withSession(async (s) => {
+    const tcp = s.adopt(tcpConnections(6, 253));
     await idle(s.helper.pid);
     const before = openDescriptors(s.helper.pid);
     for (const cmd of [ON, OFF, ON, OFF_NO_WP]) {
@@ -260,21 +190,17 @@ Deno.test("after every command the helper holds only the descriptors it held bef
       await idle(s.helper.pid);
       assert.deepEqual(openDescriptors(s.helper.pid), before, `after command ${cmd}`);
     }
-  } finally {
-    tcp.close();
-    await s.close();
-  }
-});
+  }));
 
 /** Field 3 of /proc/PID/stat: R, S, T (stopped), ... */
 function processState(pid: number): string {
   const stat = readSmallFile(`/proc/${pid}/stat`) ?? "";
-  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  const end = stat.lastIndexOf(")");
+  return stat.slice(end + 2, end + 3);
 }
 
-Deno.test("a descriptor limit too low for the batch: MSG_CTRUNC detected, nothing switched", async () => {
-  const s = await startSession();
-  try {
+Deno.test("a descriptor limit too low for the batch: MSG_CTRUNC detected, nothing switched", () =>
+  withSession(async (s) => {
     await idle(s.helper.pid);
     const open = [...openDescriptors(s.helper.pid).keys()];
     // RLIMIT_NOFILE caps the descriptor number: with the limit just above the
@@ -285,57 +211,44 @@ Deno.test("a descriptor limit too low for the batch: MSG_CTRUNC detected, nothin
       args: ["--pid", String(s.helper.pid), `--nofile=${limit}:${limit}`],
     }).output();
     assert.equal(lowered.code, 0, new TextDecoder().decode(lowered.stderr));
-    const tcp = tcpConnections(4, free + 10);
-    try {
-      sendCommand(s.conn, ON, tcp.local);
-      await expectFailure(s, /^No\/bad ancillary data from peer: .*MSG_CTRUNC.*RLIMIT_NOFILE/);
-      for (const fd of tcp.local) assert.equal(repairState(fd), 0);
-    } finally {
-      tcp.close();
-    }
-  } finally {
-    await s.close();
-  }
-});
+    const tcp = s.adopt(tcpConnections(4, free + 10));
+    sendCommand(s.conn, ON, tcp.local);
+    await expectFailure(s, /^No\/bad ancillary data from peer: .*MSG_CTRUNC.*RLIMIT_NOFILE/);
+    for (const fd of tcp.local) assert.equal(repairState(fd), 0);
+  }));
 
-Deno.test("passt gone before the reply: 'Reply to' error, exit 1, no SIGPIPE death", async () => {
-  const s = await startSession();
-  const tcp = tcpConnections(4, 1);
-  try {
+Deno.test("passt gone before the reply: 'Reply to' error, exit 1, no SIGPIPE death", () =>
+  withSession(async (s) => {
+    const tcp = s.adopt(tcpConnections(4, 1));
     // Stop the helper so that our close certainly comes before its reply
     s.helper.kill("SIGSTOP");
     await waitUntil(() => processState(s.helper.pid) === "T", 10000, "the helper to stop");
     sendCommand(s.conn, ON, tcp.local);
-    closeFd(s.conn);
+    s.closeConn();
     s.helper.kill("SIGCONT");
     const out = await s.helper.exit();
     assert.equal(out.signal, null, "not killed by a signal");
     assert.equal(out.code, 1);
     assert.equal(out.stderr, "Reply to ON failed: Broken pipe (EPIPE)\n");
-  } finally {
-    tcp.close();
-    await s.close().catch(() => {});
-  }
-});
+  }));
 
-Deno.test("without CAP_NET_ADMIN: a warning at start, then exit 1 naming CAP_NET_ADMIN", async () => {
-  const s = await startSession([], { prefix: WITHOUT_NET_ADMIN });
-  const tcp = tcpConnections(4, 2);
-  try {
-    sendCommand(s.conn, ON, tcp.local);
-    const out = await s.helper.exit();
-    assert.equal(out.code, 1);
-    assert.equal(drainNow(s.conn).length, 0);
-    const lines = out.stderr.trimEnd().split("\n");
-    assert.equal(lines.length, 2, out.stderr);
-    assert.match(lines[0]!, /^warning: .*CAP_NET_ADMIN/);
-    assert.match(
-      lines[1]!,
-      /^Setting TCP_REPAIR to ON \(1\) failed for socket 1 of 2 .*\(EPERM\); .*CAP_NET_ADMIN/,
-    );
-    for (const fd of tcp.local) assert.equal(repairState(fd), 0);
-  } finally {
-    tcp.close();
-    await s.close();
-  }
-});
+Deno.test("without CAP_NET_ADMIN: a warning at start, then exit 1 naming CAP_NET_ADMIN", () =>
+  withSession(
+    async (s) => {
+      const tcp = s.adopt(tcpConnections(4, 2));
+      sendCommand(s.conn, ON, tcp.local);
+      const out = await s.helper.exit();
+      assert.equal(out.code, 1);
+      assert.equal(drainNow(s.conn).length, 0);
+      const lines = out.stderr.trimEnd().split("\n");
+      assert.equal(lines.length, 2, out.stderr);
+      assert.match(lines[0]!, /^warning: .*CAP_NET_ADMIN/);
+      assert.match(
+        lines[1]!,
+        /^Setting TCP_REPAIR to ON \(1\) failed for socket 1 of 2 .*\(EPERM\); .*CAP_NET_ADMIN/,
+      );
+      for (const fd of tcp.local) assert.equal(repairState(fd), 0);
+    },
+    [],
+    { prefix: WITHOUT_NET_ADMIN },
+  ));
