@@ -6,6 +6,7 @@ import { AF_UNIX, AT_FDCWD, SOCK_CLOEXEC, SOCK_STREAM, STATX_TYPE } from "./abi.
 import { NotASocketError, SyscallError, TimeoutError } from "./errors.ts";
 import * as libc from "./ffi/libc.ts";
 import { kindOfMode, sockaddrUn } from "./path.ts";
+import type { SockaddrUn } from "./path.ts";
 
 const EINTR = 4;
 const ECONNREFUSED = 111;
@@ -43,10 +44,15 @@ export function pause(ms: number): void {
 /**
  * Connects a new AF_UNIX stream socket to `path` and returns it. With
  * `retryRefused`, ECONNREFUSED is retried with a growing pause until the
- * deadline; every other error fails at once.
+ * deadline; every other error fails at once. `address` is built from `path`
+ * unless given (a name relative to the working directory, for a path too long
+ * for sun_path); messages always name `path`.
  */
-export function connectUnix(path: string, options: ConnectOptions): number {
-  const address = sockaddrUn(path);
+export function connectUnix(
+  path: string,
+  options: ConnectOptions,
+  address: SockaddrUn = sockaddrUn(path),
+): number {
   let backoff = 0;
   for (;;) {
     const fd = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
