@@ -1,11 +1,12 @@
-// Socket mode: stat PATH, check it is a socket, connect to it.
+// Connecting to passt's socket, retrying ECONNREFUSED with a back-off while
+// passt has bound but not yet listened. locate.ts decides what to connect to.
 //
 // Native calls go through ffi/libc.ts; the decisions come from path.ts.
 
-import { AF_UNIX, AT_FDCWD, SOCK_CLOEXEC, SOCK_STREAM, STATX_TYPE } from "./abi.ts";
-import { NotASocketError, SyscallError, TimeoutError } from "./errors.ts";
+import { AF_UNIX, SOCK_CLOEXEC, SOCK_STREAM } from "./abi.ts";
+import { SyscallError, TimeoutError } from "./errors.ts";
 import * as libc from "./ffi/libc.ts";
-import { kindOfMode, sockaddrUn } from "./path.ts";
+import { sockaddrUn } from "./path.ts";
 import type { SockaddrUn } from "./path.ts";
 
 const EINTR = 4;
@@ -27,13 +28,6 @@ export interface ConnectOptions {
   readonly deadline: number | null;
   /** For the timeout message */
   readonly timeoutSeconds: number | null;
-}
-
-/** Fails with `Can't stat()` or `is not a socket` unless PATH is a socket */
-export function requireSocket(path: string): void {
-  const mode = libc.statMode(AT_FDCWD, path, 0, STATX_TYPE);
-  if (mode < 0) throw new SyscallError("statx", -mode, `Can't stat() ${path}`);
-  if (kindOfMode(mode) !== "socket") throw new NotASocketError(path);
 }
 
 /** Sleeps in the kernel (poll with no descriptors), so waiting costs no CPU */
