@@ -163,12 +163,12 @@ Deno.test("directory mode: 50 entries made while the helper is stopped, the sock
 const MAX_QUEUED = "/proc/sys/fs/inotify/max_queued_events";
 
 Deno.test("directory mode: after an inotify queue overflow it lists again and finds the socket", async () => {
+  const saved = readSmallFile(MAX_QUEUED);
+  if (saved === null) throw new Error(`cannot read ${MAX_QUEUED}`);
   const scratch = new Scratch();
   // Two sockets there from the start: ambiguous, ignored, and still ignored after the relisting
   const old = [unixListener(scratch.path("a.repair")), unixListener(scratch.path("b.repair"))];
   let listener = -1;
-  const saved = readSmallFile(MAX_QUEUED);
-  if (saved === null) throw new Error(`cannot read ${MAX_QUEUED}`);
   let helper: Helper;
   try {
     // The limit is taken when the helper calls inotify_init1(); it is put back
