@@ -9,10 +9,10 @@
 import { checkCapability, describeRefusal } from "./src/capability.ts";
 import { HELP, parseCommandLine, USAGE } from "./src/cli.ts";
 import type { Invocation } from "./src/cli.ts";
-import { connectUnix, requireSocket } from "./src/connect.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from "./src/errors.ts";
 import { growDescriptorTable } from "./src/fd_table.ts";
 import { Channel, openLibc, peerCredentials } from "./src/ffi/libc.ts";
+import { locateAndConnect } from "./src/locate.ts";
 import { printError, printOut, warn } from "./src/log.ts";
 import { commandName } from "./src/protocol.ts";
 import { RepairSession } from "./src/repair.ts";
@@ -84,15 +84,11 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
 
   growDescriptorTable();
 
-  const { path } = invocation;
-  requireSocket(path);
-  const deadline = invocation.timeout === null
-    ? null
-    : performance.now() + invocation.timeout * 1000;
-  const fd = connectUnix(path, {
-    retryRefused: invocation.wait || invocation.timeout !== null,
-    deadline,
-    timeoutSeconds: invocation.timeout,
+  const { fd, path } = locateAndConnect(invocation.path, {
+    wait: invocation.wait,
+    timeout: invocation.timeout,
+    warn,
+    log,
   });
   channel.attach(fd);
   if (verbose) {

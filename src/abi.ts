@@ -89,14 +89,20 @@ export const UCRED_GID = 8;
 export const AT_FDCWD = -100;
 export const AT_SYMLINK_NOFOLLOW = 0x100;
 export const STATX_TYPE = 0x1;
+export const STATX_INO = 0x100;
 export const STATX_SIZE = 256;
 export const STX_MODE = 28;
+export const STX_INO = 32;
+export const STX_DEV_MAJOR = 136;
+export const STX_DEV_MINOR = 140;
 export const S_IFMT = 0o170000;
 export const S_IFSOCK = 0o140000;
 export const S_IFDIR = 0o040000;
 export const S_IFREG = 0o100000;
 export const S_IFIFO = 0o010000;
 export const S_IFLNK = 0o120000;
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;
 
 // open() flags (uapi/asm-generic/fcntl.h; O_DIRECTORY differs on arm64)
 export const O_RDONLY = 0;
@@ -112,17 +118,22 @@ export const IN_NONBLOCK = 0o4000;
 export const IN_MOVED_FROM = 0x40;
 export const IN_MOVED_TO = 0x80;
 export const IN_CREATE = 0x100;
+export const IN_DELETE = 0x200;
 export const IN_DELETE_SELF = 0x400;
 export const IN_MOVE_SELF = 0x800;
 export const IN_UNMOUNT = 0x2000;
 export const IN_Q_OVERFLOW = 0x4000;
 export const IN_IGNORED = 0x8000;
 export const IN_ONLYDIR = 0x1000000;
+export const IN_MASK_ADD = 0x20000000;
+export const IN_ISDIR = 0x40000000;
 export const INOTIFY_EVENT_HDR = 16; // wd, mask, cookie, len; then the name
 export const NAME_MAX = 255;
 
 // poll()
 export const POLLIN = 0x1;
+/** The longest timeout poll() takes (an int of milliseconds) */
+export const POLL_TIMEOUT_MAX = 0x7fffffff;
 export const POLLFD_SIZE = 8;
 
 // struct linux_dirent64 (getdents64)
@@ -130,6 +141,15 @@ export const DIRENT_INO = 0;
 export const DIRENT_RECLEN = 16;
 export const DIRENT_TYPE = 18;
 export const DIRENT_NAME = 19;
+// d_type values (include/linux/fs_types.h)
+export const DT_UNKNOWN = 0;
+export const DT_FIFO = 1;
+export const DT_CHR = 2;
+export const DT_DIR = 4;
+export const DT_BLK = 6;
+export const DT_REG = 8;
+export const DT_LNK = 10;
+export const DT_SOCK = 12;
 
 // prctl() and seccomp (uapi/linux/prctl.h, uapi/linux/seccomp.h)
 export const PR_SET_DUMPABLE = 4;

@@ -1,11 +1,13 @@
-// Socket mode: stat PATH, check it is a socket, connect to it.
+// Connecting to passt's socket, retrying ECONNREFUSED with a back-off while
+// passt has bound but not yet listened. locate.ts decides what to connect to.
 //
 // Native calls go through ffi/libc.ts; the decisions come from path.ts.
 
-import { AF_UNIX, AT_FDCWD, SOCK_CLOEXEC, SOCK_STREAM, STATX_TYPE } from "./abi.ts";
-import { NotASocketError, SyscallError, TimeoutError } from "./errors.ts";
+import { AF_UNIX, SOCK_CLOEXEC, SOCK_STREAM } from "./abi.ts";
+import { SyscallError, TimeoutError } from "./errors.ts";
 import * as libc from "./ffi/libc.ts";
-import { kindOfMode, sockaddrUn } from "./path.ts";
+import { sockaddrUn } from "./path.ts";
+import type { SockaddrUn } from "./path.ts";
 
 const EINTR = 4;
 const ECONNREFUSED = 111;
@@ -28,13 +30,6 @@ export interface ConnectOptions {
   readonly timeoutSeconds: number | null;
 }
 
-/** Fails with `Can't stat()` or `is not a socket` unless PATH is a socket */
-export function requireSocket(path: string): void {
-  const mode = libc.statMode(AT_FDCWD, path, 0, STATX_TYPE);
-  if (mode < 0) throw new SyscallError("statx", -mode, `Can't stat() ${path}`);
-  if (kindOfMode(mode) !== "socket") throw new NotASocketError(path);
-}
-
 /** Sleeps in the kernel (poll with no descriptors), so waiting costs no CPU */
 export function pause(ms: number): void {
   libc.poll(new Uint8Array(0), 0, Math.max(0, Math.ceil(ms)));
@@ -43,10 +38,15 @@ export function pause(ms: number): void {
 /**
  * Connects a new AF_UNIX stream socket to `path` and returns it. With
  * `retryRefused`, ECONNREFUSED is retried with a growing pause until the
- * deadline; every other error fails at once.
+ * deadline; every other error fails at once. `address` is built from `path`
+ * unless given (a name relative to the working directory, for a path too long
+ * for sun_path); messages always name `path`.
  */
-export function connectUnix(path: string, options: ConnectOptions): number {
-  const address = sockaddrUn(path);
+export function connectUnix(
+  path: string,
+  options: ConnectOptions,
+  address: SockaddrUn = sockaddrUn(path),
+): number {
   let backoff = 0;
   for (;;) {
     const fd = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -94,3 +94,17 @@ export class RuntimeFailure extends PasstRepairError {
     super(message, EXIT_FAILURE);
   }
 }
+
+/**
+ * A socket whose name alone does not fit sun_path: it cannot be reached even
+ * through its directory
+ */
+export class SocketNameTooLongError extends PasstRepairError {
+  constructor(readonly path: string, readonly bytes: number, limit: number) {
+    super(
+      `Socket path ${path} cannot be addressed: its name is ${bytes} bytes, ` +
+        `at most ${limit} fit in sun_path even when connecting through its directory`,
+      EXIT_USAGE,
+    );
+  }
+}

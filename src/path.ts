@@ -62,3 +62,44 @@ export function sockaddrUn(path: string, shownAs = path): SockaddrUn {
   bytes.set(name, SUN_PATH_OFF);
   return { bytes, length: SUN_PATH_OFF + name.length + 1 };
 }
+
+/** A path cut into the directory that holds the entry and the entry's name */
+export interface SplitPath {
+  /** The directory part as given ("." when there is none, "/" for the root) */
+  readonly dir: string;
+  /** The last component; empty when the path ends in "/" */
+  readonly name: string;
+}
+
+/**
+ * Cuts `path` at its last "/", without normalising anything: "a//b" gives
+ * "a/" and "b", "x" gives "." and "x", "/x" gives "/" and "x".
+ */
+export function splitPath(path: string): SplitPath {
+  const cut = path.lastIndexOf("/");
+  if (cut < 0) return { dir: ".", name: path };
+  if (cut === 0) return { dir: "/", name: path.slice(1) };
+  return { dir: path.slice(0, cut), name: path.slice(cut + 1) };
+}
+
+/** `dir` and `name` joined by one "/" (none added when `dir` ends in one) */
+export function joinPath(dir: string, name: string): string {
+  return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
+}
+
+/**
+ * How to reach a socket: by its full path when that fits sun_path, else by
+ * its name relative to its directory (made the working directory for the
+ * connect), else not at all.
+ */
+export type AddressRoute =
+  | { readonly kind: "direct" }
+  | { readonly kind: "through-directory" }
+  | { readonly kind: "too-long"; readonly bytes: number };
+
+/** Picks the route for the socket at `fullPath`, whose last component is `name` */
+export function addressRoute(fullPath: string, name: string): AddressRoute {
+  if (fitsSunPath(fullPath)) return { kind: "direct" };
+  if (fitsSunPath(name)) return { kind: "through-directory" };
+  return { kind: "too-long", bytes: byteLength(name) };
+}

@@ -33,7 +33,12 @@ import {
   SOCK_FPROG_SIZE,
   SOL_SOCKET,
   SOL_TCP,
+  STATX_INO,
   STATX_SIZE,
+  STATX_TYPE,
+  STX_DEV_MAJOR,
+  STX_DEV_MINOR,
+  STX_INO,
   STX_MODE,
   TCP_REPAIR,
   UCRED_GID,
@@ -76,6 +81,10 @@ const SYMBOLS = {
   statx: { parameters: [int, buffer, int, uint, buffer], result: int },
   // int openat(int dirfd, const char *path, int flags, mode_t mode)
   openat: { parameters: [int, buffer, int, uint], result: int },
+  // int fchdir(int fd): only to connect to a socket whose full path does not
+  // fit sun_path, by its name relative to its directory; the previous working
+  // directory is restored right after
+  fchdir: { parameters: [int], result: int },
   // ssize_t getdents64(int fd, void *dirp, size_t count)
   getdents64: { parameters: [int, buffer, size_t], result: ssize_t_small },
   // int inotify_init1(int flags)
@@ -238,6 +247,37 @@ export function statMode(dirfd: number, path: string, flags: number, mask: numbe
   const r = sym().statx(dirfd, cString(path), flags, mask, buf);
   if (r < 0) return fail();
   return new DataView(buf.buffer).getUint16(STX_MODE, true);
+}
+
+/** What statx() says about a file: its type and mode, and its identity */
+export interface FileStatus {
+  readonly mode: number;
+  /** "major:minor:inode", equal for two names of the same file */
+  readonly identity: string;
+}
+
+/**
+ * statx() of `path` relative to `dirfd` for its mode and identity (device
+ * and inode number): the status, or -errno. `flags` may hold
+ * AT_SYMLINK_NOFOLLOW.
+ */
+export function statStatus(dirfd: number, path: string, flags: number): FileStatus | number {
+  const buf = new Uint8Array(STATX_SIZE);
+  const r = sym().statx(dirfd, cString(path), flags, STATX_TYPE | STATX_INO, buf);
+  if (r < 0) return fail();
+  const view = new DataView(buf.buffer);
+  return {
+    mode: view.getUint16(STX_MODE, true),
+    identity: `${view.getUint32(STX_DEV_MAJOR, true)}:${view.getUint32(STX_DEV_MINOR, true)}:${
+      view.getBigUint64(STX_INO, true)
+    }`,
+  };
+}
+
+/** fchdir(): 0 or -errno */
+export function fchdir(fd: number): number {
+  const r = sym().fchdir(fd);
+  return r < 0 ? fail() : r;
 }
 
 /** openat(): descriptor or -errno */

@@ -214,3 +214,98 @@ export async function waitUntil(predicate: () => boolean, ms: number, what: stri
 export function idle(pid: number, ms = 10000): Promise<void> {
   return waitUntil(() => blockedInRecvmsg(pid), ms, `helper ${pid} to block in recvmsg()`);
 }
+
+// ---- directory mode: what a waiting helper is doing ----
+
+// poll() on x86_64 (glibc may use ppoll); aarch64 has only ppoll
+const POLL_SYSCALLS = Deno.build.arch === "aarch64" ? [73] : [7, 271];
+
+/** Whether the helper's main thread is blocked in poll() right now */
+export function blockedInPoll(pid: number): boolean {
+  const text = readSmallFile(`/proc/${pid}/syscall`);
+  return text !== null && POLL_SYSCALLS.includes(Number(text.split(" ")[0]));
+}
+
+/** Whether the helper holds an inotify descriptor */
+export function holdsInotify(pid: number): boolean {
+  return [...openDescriptors(pid).values()].includes("anon_inode:inotify");
+}
+
+/**
+ * Waits until the helper watches its directory: blocked in poll() with an
+ * inotify descriptor open, so its watch is set and its first listing done.
+ */
+export function watching(pid: number, ms = 20000): Promise<void> {
+  return waitUntil(
+    () => blockedInPoll(pid) && holdsInotify(pid),
+    ms,
+    `helper ${pid} to wait on inotify`,
+  );
+}
+
+/**
+ * Waits until the helper is retrying a refused connection: blocked in poll()
+ * between attempts, its inotify descriptor (if it had one) closed.
+ */
+export function retryingRefused(pid: number, ms = 20000): Promise<void> {
+  return waitUntil(
+    () => blockedInPoll(pid) && !holdsInotify(pid),
+    ms,
+    `helper ${pid} to back off after ECONNREFUSED`,
+  );
+}
+
+/** One character of /proc/PID/stat: R, S, T (stopped), ... */
+export function processState(pid: number): string | null {
+  const text = readSmallFile(`/proc/${pid}/stat`);
+  if (text === null) return null;
+  return text.slice(text.lastIndexOf(")") + 2).split(" ")[0] ?? null;
+}
+
+let clockTicks: number | null = null;
+
+/** CPU time (user + system, every thread) the process has used, in seconds */
+export function cpuSeconds(pid: number): number {
+  if (clockTicks === null) {
+    const out = new Deno.Command("getconf", { args: ["CLK_TCK"], stdout: "piped" }).outputSync();
+    clockTicks = Number(new TextDecoder().decode(out.stdout).trim()) || 100;
+  }
+  const text = readSmallFile(`/proc/${pid}/stat`);
+  if (text === null) throw new Error(`process ${pid} is gone`);
+  // Fields after "(comm) ": state is field 3, utime 14, stime 15
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+
+/**
+ * Waits until the process's CPU time has not moved for `quietMs` (startup,
+ * JIT compilation and the like are over), for at most `ms`. A process that
+ * keeps using CPU may still find a quiet moment: what counts is the
+ * measurement (cpuShare) that follows.
+ */
+export async function cpuSettled(pid: number, quietMs = 300, ms = 20000): Promise<void> {
+  let last = cpuSeconds(pid);
+  let since = performance.now();
+  const quiet = () => {
+    const now = cpuSeconds(pid);
+    if (now !== last) {
+      last = now;
+      since = performance.now();
+    }
+    return performance.now() - since >= quietMs;
+  };
+  await waitUntil(quiet, ms, `the CPU time of ${pid} to settle`);
+}
+
+/**
+ * The share of one CPU the process uses over a window of `ms` of wall time.
+ * This is a measurement over a duration, not a wait for an event.
+ */
+export async function cpuShare(pid: number, ms: number): Promise<number> {
+  const cpu0 = cpuSeconds(pid);
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, ms));
+  const cpu1 = cpuSeconds(pid);
+  const wall = (performance.now() - t0) / 1000;
+  return (cpu1 - cpu0) / wall;
+}

@@ -48,6 +48,8 @@ const SYMBOLS = {
   read: { parameters: [int, buffer, "usize"], result: "i64" },
   getdents64: { parameters: [int, buffer, "usize"], result: "i64" },
   readlinkat: { parameters: [int, buffer, buffer, "usize"], result: "i64" },
+  mkfifo: { parameters: [buffer, uint], result: int },
+  write: { parameters: [int, buffer, "usize"], result: "i64" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -394,4 +396,53 @@ export function processDescriptors(pid: number): Map<number, string> {
     c().close(dir);
   }
   return fds;
+}
+
+// ---- directory mode: entries a fake passt (or an operator) puts in the directory ----
+
+/**
+ * A UNIX socket bound as `name` inside `dir`, however long `dir` is: bound by
+ * its relative name from within the directory, like the helper connects to it.
+ * The test process's working directory is restored before this returns.
+ */
+export function unixListenerIn(
+  dir: string,
+  name: string,
+  listen = true,
+  type = SOCK_STREAM,
+): number {
+  const back = Deno.cwd();
+  Deno.chdir(dir);
+  try {
+    return unixListener(name, listen, type);
+  } finally {
+    Deno.chdir(back);
+  }
+}
+
+/** A FIFO at `path` */
+export function makeFifo(path: string): void {
+  check("mkfifo", c().mkfifo(encoder.encode(path + "\0"), 0o600));
+}
+
+/** Where a process's working directory is (/proc/PID/cwd), or null */
+export function processCwd(pid: number): string | null {
+  const target = new Uint8Array(4096);
+  const link = encoder.encode(`/proc/${pid}/cwd\0`);
+  const AT_FDCWD = -100;
+  const len = soft(c().readlinkat(AT_FDCWD, link, target, BigInt(target.length)));
+  return len < 0 ? null : decoder.decode(target.subarray(0, len));
+}
+
+/** Writes `text` to a (small) file such as a /proc/sys setting: Deno wants -A for those */
+export function writeSmallFile(path: string, text: string): void {
+  const O_WRONLY_CLOEXEC = 0o2000000 | 1;
+  const fd = check(`open ${path}`, c().open(encoder.encode(path + "\0"), O_WRONLY_CLOEXEC, 0));
+  try {
+    const bytes = encoder.encode(text);
+    const n = check(`write ${path}`, c().write(fd, bytes, BigInt(bytes.length)));
+    if (n !== bytes.length) throw new Error(`short write to ${path}`);
+  } finally {
+    c().close(fd);
+  }
 }
