@@ -108,8 +108,8 @@ export function parseRights(
   // Truncation first: it explains any other oddity, and it is the one an
   // operator can fix (raise the descriptor limit).
   if ((flags & MSG_CTRUNC) !== 0) return Problem.TRUNCATED;
-  if (messages === 0) return Problem.NONE;
   if (problem !== Problem.OK) return problem;
+  if (messages === 0) return Problem.NONE;
   if (messages > 1) return Problem.SEVERAL;
   return Problem.OK;
 }

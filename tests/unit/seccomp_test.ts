@@ -18,6 +18,7 @@ import {
   X32_SYSCALL_BIT,
 } from "../../src/seccomp.ts";
 import { decode, runFilter } from "../support/bpf.ts";
+import { unit } from "./_unit.ts";
 
 const EPERM = SECCOMP_RET_ERRNO | 1;
 const ENOSYS = SECCOMP_RET_ERRNO | 38;
@@ -138,26 +139,26 @@ function number(arch: Arch, name: string): number {
 }
 
 for (const arch of ARCHES) {
-  Deno.test(`buildSeccompFilter() on ${arch} refuses each required call with EPERM`, () => {
+  unit(`buildSeccompFilter() on ${arch} refuses each required call with EPERM`, () => {
     for (const name of REQUIRED) {
       assert.equal(verdict(arch, number(arch, name)), EPERM, name);
     }
   });
 
-  Deno.test(`buildSeccompFilter() on ${arch} refuses every listed call with EPERM`, () => {
+  unit(`buildSeccompFilter() on ${arch} refuses every listed call with EPERM`, () => {
     const filter = buildSeccompFilter(arch);
     const listed = REFUSED_CALLS.filter((c) => c[arch] !== null);
     assert.deepEqual(filter.refused, listed.map((c) => c.name));
     for (const c of listed) assert.equal(verdict(arch, c[arch]!), EPERM, c.name);
   });
 
-  Deno.test(`buildSeccompFilter() on ${arch} allows what the helper and Deno need`, () => {
+  unit(`buildSeccompFilter() on ${arch} allows what the helper and Deno need`, () => {
     for (const [name, nr] of Object.entries(NEEDED[arch])) {
       assert.equal(verdict(arch, nr), ALLOW, name);
     }
   });
 
-  Deno.test(`buildSeccompFilter() on ${arch} allows every number it does not list`, () => {
+  unit(`buildSeccompFilter() on ${arch} allows every number it does not list`, () => {
     // Exhaustive over the whole native range: the program refuses exactly the
     // table, answers clone3 ENOSYS, and allows the rest
     const listed = new Set(REFUSED_CALLS.map((c) => c[arch]).filter((n) => n !== null));
@@ -167,7 +168,7 @@ for (const arch of ARCHES) {
     }
   });
 
-  Deno.test(`buildSeccompFilter() on ${arch} lets clone() make threads but no namespace`, () => {
+  unit(`buildSeccompFilter() on ${arch} lets clone() make threads but no namespace`, () => {
     const nr = CLONE[arch];
     assert.equal(verdict(arch, nr, [CLONE_THREAD_FLAGS]), ALLOW, "thread");
     assert.equal(verdict(arch, nr, [0x11n /* SIGCHLD: fork */]), ALLOW, "fork");
@@ -183,11 +184,11 @@ for (const arch of ARCHES) {
     }
   });
 
-  Deno.test(`buildSeccompFilter() on ${arch} answers clone3() ENOSYS so glibc uses clone()`, () => {
+  unit(`buildSeccompFilter() on ${arch} answers clone3() ENOSYS so glibc uses clone()`, () => {
     assert.equal(verdict(arch, CLONE3[arch]), ENOSYS);
   });
 
-  Deno.test(`buildSeccompFilter() on ${arch} refuses every call of a foreign ABI`, () => {
+  unit(`buildSeccompFilter() on ${arch} refuses every call of a foreign ABI`, () => {
     const foreign = [
       AUDIT_ARCH_I386,
       AUDIT_ARCH_ARM,
@@ -201,7 +202,7 @@ for (const arch of ARCHES) {
     }
   });
 
-  Deno.test(`buildSeccompFilter() on ${arch} is a valid program that always returns`, () => {
+  unit(`buildSeccompFilter() on ${arch} is a valid program that always returns`, () => {
     const filter = buildSeccompFilter(arch);
     assert.equal(filter.arch, arch);
     assert.equal(filter.auditArch, AUDIT[arch]);
@@ -219,7 +220,7 @@ for (const arch of ARCHES) {
     assert.deepEqual(insns[0], [0x20, 0, 0, 4]);
   });
 
-  Deno.test(`REFUSED_CALLS has distinct ${arch} numbers`, () => {
+  unit(`REFUSED_CALLS has distinct ${arch} numbers`, () => {
     const numbers = REFUSED_CALLS.map((c) => c[arch]).filter((n) => n !== null);
     assert.equal(new Set(numbers).size, numbers.length);
     assert.ok(!numbers.includes(CLONE[arch]) && !numbers.includes(CLONE3[arch]));
@@ -227,7 +228,7 @@ for (const arch of ARCHES) {
   });
 }
 
-Deno.test("buildSeccompFilter() on x86_64 refuses x32 numbers, so they cannot bypass it", () => {
+unit("buildSeccompFilter() on x86_64 refuses x32 numbers, so they cannot bypass it", () => {
   const x32 = (nr: number) => verdict("x86_64", X32_SYSCALL_BIT | nr);
   assert.equal(x32(520), EPERM, "x32 execve");
   assert.equal(x32(545), EPERM, "x32 execveat");
@@ -239,12 +240,12 @@ Deno.test("buildSeccompFilter() on x86_64 refuses x32 numbers, so they cannot by
   assert.equal(verdict("x86_64", -1), EPERM, "nr -1 is above the x32 bit as unsigned");
 });
 
-Deno.test("buildSeccompFilter() on aarch64 has no x32 rule (bit 30 is just a large number)", () => {
+unit("buildSeccompFilter() on aarch64 has no x32 rule (bit 30 is just a large number)", () => {
   assert.equal(verdict("aarch64", X32_SYSCALL_BIT), ALLOW);
 });
 
 for (const arch of ["riscv64", "x86", "arm", "", "X86_64"]) {
-  Deno.test(`buildSeccompFilter() fails closed on unknown architecture "${arch}"`, () => {
+  unit(`buildSeccompFilter() fails closed on unknown architecture "${arch}"`, () => {
     assert.throws(() => buildSeccompFilter(arch), (e: unknown) => {
       assert.ok(e instanceof RuntimeFailure);
       assert.equal(e.exitCode, EXIT_FAILURE);
