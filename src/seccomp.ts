@@ -6,7 +6,12 @@
 // exhaustively, so this is a deny-list of what a TCP_REPAIR helper never
 // needs and an attacker would want first: starting programs, reading or
 // writing other processes, loading code into the kernel, changing mounts and
-// namespaces. Everything it refuses fails with EPERM, as if not permitted.
+// namespaces. A few calls are judged by their arguments, to keep what
+// CAP_NET_ADMIN allows to the sockets passt hands over: socket() makes only
+// AF_UNIX, AF_INET and AF_INET6 stream sockets (no netlink, no packet or raw
+// sockets), ioctl() makes no socket ioctls (routes, interfaces), clone()
+// creates no namespace. Everything it refuses fails with EPERM, as if not
+// permitted.
 //
 // The program checks the audit architecture first: system call numbers mean
 // different things on different ABIs, so a call made through another ABI of
@@ -48,6 +53,7 @@ export const SECCOMP_RET_ERRNO = 0x00050000;
 export const SECCOMP_DATA_NR = 0;
 export const SECCOMP_DATA_ARCH = 4;
 export const SECCOMP_DATA_ARG0_LO = 16;
+export const SECCOMP_DATA_ARG1_LO = 24;
 
 const EPERM = 1;
 const ENOSYS = 38;
@@ -60,6 +66,29 @@ const ENOSYS = 38;
  */
 export const CLONE_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 |
   0x10000000 | 0x20000000 | 0x40000000;
+
+/**
+ * socket() domains the helper uses: AF_UNIX (to passt), AF_INET (the
+ * capability check, growing the descriptor table), and AF_INET6. With
+ * CAP_NET_ADMIN, an AF_NETLINK socket could reconfigure the host's network
+ * and an AF_PACKET one (as root) see all its traffic: both are refused.
+ */
+export const SOCKET_DOMAINS = [1, /* AF_UNIX */ 2, /* AF_INET */ 10 /* AF_INET6 */] as const;
+
+/**
+ * ...and only SOCK_STREAM (1) sockets: the low four bits of the type; the
+ * flags SOCK_NONBLOCK and SOCK_CLOEXEC are above them. No raw sockets.
+ */
+export const SOCK_TYPE_MASK = 0xf;
+
+/**
+ * ioctl() requests from SIOCADDRT (0x890b) up to the wireless ones
+ * (SIOCIWFIRST 0x8b00 .. SIOCIWLAST 0x8bff) change routes, interfaces and
+ * addresses with CAP_NET_ADMIN (uapi/linux/sockios.h, uapi/linux/wireless.h).
+ * The whole socket-ioctl range 0x8900..0x8bff is refused; the helper makes
+ * none, and Deno's terminal and file ioctls lie elsewhere.
+ */
+export const SOCKET_IOCTLS = { first: 0x8900, last: 0x8bff } as const;
 
 /** A system call the filter refuses, with its number on each architecture */
 export interface RefusedCall {
@@ -132,6 +161,12 @@ export const REFUSED_CALLS: readonly RefusedCall[] = [
 /** The clone() system call: allowed, unless it asks for a new namespace */
 export const CLONE: Readonly<Record<Arch, number>> = { x86_64: 56, aarch64: 220 };
 
+/** socket(): allowed for SOCKET_DOMAINS and SOCK_STREAM only */
+export const SOCKET: Readonly<Record<Arch, number>> = { x86_64: 41, aarch64: 198 };
+
+/** ioctl(): allowed, except the socket ioctls in SOCKET_IOCTLS */
+export const IOCTL: Readonly<Record<Arch, number>> = { x86_64: 16, aarch64: 29 };
+
 /**
  * clone3() passes its flags in memory, where a filter cannot look, so it is
  * answered ENOSYS: glibc then falls back to clone(), whose flags are checked.
@@ -180,6 +215,7 @@ function ret(k: number): Insn {
 }
 
 const DENY = ret(SECCOMP_RET_ERRNO | EPERM);
+const ALLOW = ret(SECCOMP_RET_ALLOW);
 
 /** The architectures the filter knows, as Deno.build.arch spells them */
 export const SUPPORTED_ARCHES: readonly Arch[] = ["x86_64", "aarch64"];
@@ -209,15 +245,38 @@ export function buildSeccompFilter(arch: string): SeccompFilter {
     insns.push(jump(BPF_JGE, X32_SYSCALL_BIT, 0, 1), DENY);
   }
   for (const c of refused) insns.push(jump(BPF_JEQ, c[arch]!, 0, 1), DENY);
+  insns.push(jump(BPF_JEQ, CLONE3[arch], 0, 1), ret(SECCOMP_RET_ERRNO | ENOSYS));
+  // Calls judged by their arguments. Each block loads an argument over the
+  // number in the accumulator, so each ends in its own verdict; a call that
+  // is not the block's skips it with the number intact.
+  const [unix, inet, inet6] = SOCKET_DOMAINS;
   insns.push(
-    jump(BPF_JEQ, CLONE3[arch], 0, 1),
-    ret(SECCOMP_RET_ERRNO | ENOSYS),
-    // Last, because it replaces the number in the accumulator with the flags
-    jump(BPF_JEQ, CLONE[arch], 0, 3),
+    // clone(flags, ...): no CLONE_NEW*
+    jump(BPF_JEQ, CLONE[arch], 0, 4),
     load(SECCOMP_DATA_ARG0_LO),
     jump(BPF_JSET, CLONE_NAMESPACE_FLAGS, 0, 1),
     DENY,
-    ret(SECCOMP_RET_ALLOW),
+    ALLOW,
+    // socket(domain, type, protocol): AF_UNIX, AF_INET or AF_INET6, SOCK_STREAM
+    jump(BPF_JEQ, SOCKET[arch], 0, 9),
+    load(SECCOMP_DATA_ARG0_LO),
+    jump(BPF_JEQ, unix, 2, 0),
+    jump(BPF_JEQ, inet, 1, 0),
+    jump(BPF_JEQ, inet6, 0, 3),
+    load(SECCOMP_DATA_ARG1_LO),
+    jump(BPF_JSET, SOCK_TYPE_MASK & ~1, 1, 0), // any type bit but bit 0: not SOCK_STREAM
+    jump(BPF_JSET, 1, 1, 0),
+    DENY,
+    ALLOW,
+    // ioctl(fd, request, ...): no socket ioctls
+    jump(BPF_JEQ, IOCTL[arch], 0, 5),
+    load(SECCOMP_DATA_ARG1_LO),
+    jump(BPF_JGE, SOCKET_IOCTLS.last + 1, 2, 0),
+    jump(BPF_JGE, SOCKET_IOCTLS.first, 0, 1),
+    DENY,
+    ALLOW,
+    // Everything else
+    ALLOW,
   );
   return {
     arch,

@@ -752,11 +752,15 @@ class Connection {
       case "extra-then-valid": {
         const batch = this.#batch(this.#batchSize(), cmd);
         const data = concat(byte, rng.bytes(rng.int(1, 16)));
+        // The second message's sockets: none of the first's, primed before
+        // anything is sent (priming a socket the helper is switching would race)
+        const c = this.#command();
+        const inFirst = new Set(batch);
+        const after = this.#batch(this.#batchSize(), c, false).filter((i) => !inFirst.has(i));
+        if (after.length === 0) after.push(this.#pool.fds.findIndex((_, i) => !inFirst.has(i)));
+        for (const i of after) this.#pool.prime(i, 1 - stateOf(c));
         this.#deliver(data, rights(this.#fds(batch), rng.chance(0.5)), batch.length);
-        let after: number[] = [];
         if (ending === "extra-then-valid") {
-          const c = this.#command();
-          after = this.#batch(this.#batchSize(), c, true);
           // The helper may already be gone: then our kernel says so
           const r = this.#send(new Uint8Array([c & 0xff]), rights(this.#fds(after), true));
           if (r !== 1 && r !== -EPIPE && r !== -ECONNRESET) {

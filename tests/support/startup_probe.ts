@@ -9,8 +9,17 @@
 
 import { PR_GET_NO_NEW_PRIVS } from "../../src/abi.ts";
 import { checkCapability } from "../../src/capability.ts";
-import { openLibc, prctl } from "../../src/ffi/libc.ts";
+import { errnoName } from "../../src/errors.ts";
+import { close, openLibc, prctl, socket } from "../../src/ffi/libc.ts";
 import { lockDown } from "../../src/harden.ts";
+
+/** socket() through the bound symbol: "ok", or the errno's name */
+function trySocket(domain: number, type: number): string {
+  const fd = socket(domain, type, 0);
+  if (fd < 0) return errnoName(-fd);
+  close(fd);
+  return "ok";
+}
 
 function attempt(f: () => unknown): string {
   try {
@@ -42,6 +51,9 @@ const findings = {
   spawn: attempt(() =>
     new Deno.Command("/bin/true", { stdout: "null", stderr: "null" }).outputSync()
   ),
+  // Sockets the helper never needs, refused by seccomp with EPERM
+  netlink: trySocket(16, /* AF_NETLINK */ 3 /* SOCK_RAW */),
+  udp: trySocket(2, /* AF_INET */ 2 /* SOCK_DGRAM */),
   // The symbols bound before the revoke keep working
   capability: checkCapability(),
   noNewPrivs: prctl(PR_GET_NO_NEW_PRIVS),

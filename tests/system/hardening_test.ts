@@ -143,6 +143,8 @@ interface ProbeFindings {
   pointerOf: string;
   request: string;
   spawn: string;
+  netlink: string;
+  udp: string;
   capability: { allowed: boolean };
   noNewPrivs: number;
 }
@@ -164,7 +166,7 @@ async function probe(control: boolean): Promise<ProbeFindings> {
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }
 
-Deno.test("after the startup sequence no library can be loaded, nothing executed, and bound calls still work", async () => {
+Deno.test("after the startup sequence no library can be loaded, nothing executed, no netlink socket made, and bound calls still work", async () => {
   const locked = await probe(false);
   assert.equal(locked.ffiState, "prompt", "ffi is revoked");
   assert.match(locked.dlopen, /^NotCapable: Requires ffi access/);
@@ -172,6 +174,8 @@ Deno.test("after the startup sequence no library can be loaded, nothing executed
   assert.equal(locked.request, "Error: denied", "asking again is denied");
   // --allow-run would allow it: execve is refused by the seccomp filter
   assert.match(locked.spawn, /Failed to spawn '\/bin\/true': Operation not permitted/);
+  // With CAP_NET_ADMIN a netlink socket could reconfigure the host: refused
+  assert.deepEqual([locked.netlink, locked.udp], ["EPERM", "EPERM"]);
   // socket(), setsockopt() and close() through the symbols bound before the revoke
   assert.deepEqual(locked.capability, { allowed: true });
   assert.equal(locked.noNewPrivs, 1);
@@ -179,8 +183,17 @@ Deno.test("after the startup sequence no library can be loaded, nothing executed
   // Control: without the lockdown each of those works, so the test can fail
   const open = await probe(true);
   assert.deepEqual(
-    [open.ffiState, open.dlopen, open.pointerOf, open.request, open.spawn, open.noNewPrivs],
-    ["granted", "ok", "ok", "ok", "ok", 0],
+    [
+      open.ffiState,
+      open.dlopen,
+      open.pointerOf,
+      open.request,
+      open.spawn,
+      open.netlink,
+      open.udp,
+      open.noNewPrivs,
+    ],
+    ["granted", "ok", "ok", "ok", "ok", "ok", "ok", 0],
   );
 });
 

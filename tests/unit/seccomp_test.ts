@@ -11,9 +11,11 @@ import {
   buildSeccompFilter,
   CLONE,
   CLONE3,
+  IOCTL,
   REFUSED_CALLS,
   SECCOMP_RET_ALLOW,
   SECCOMP_RET_ERRNO,
+  SOCKET,
   SYS_SECCOMP,
   X32_SYSCALL_BIT,
 } from "../../src/seccomp.ts";
@@ -52,6 +54,7 @@ const NEEDED: Record<Arch, Record<string, number>> = {
     read: 0,
     write: 1,
     close: 3,
+    ioctl: 16,
     mmap: 9,
     mprotect: 10,
     munmap: 11,
@@ -78,6 +81,7 @@ const NEEDED: Record<Arch, Record<string, number>> = {
     statx: 332,
   },
   aarch64: {
+    ioctl: 29,
     getdents64: 61,
     read: 63,
     write: 64,
@@ -121,6 +125,33 @@ const NAMESPACE_FLAGS: Record<string, bigint> = {
 
 const ARCHES: Arch[] = ["x86_64", "aarch64"];
 
+/**
+ * Arguments that calls judged by their arguments accept: socket(AF_INET,
+ * SOCK_STREAM | SOCK_CLOEXEC), clone() without namespace flags, an ioctl
+ * request outside the socket range
+ */
+const USUAL_ARGS = [2n, 0x80001n, 0n];
+
+const AF = {
+  UNSPEC: 0n,
+  UNIX: 1n,
+  INET: 2n,
+  INET6: 10n,
+  NETLINK: 16n,
+  PACKET: 17n,
+  BLUETOOTH: 31n,
+  VSOCK: 40n,
+};
+const SOCK = {
+  STREAM: 1n,
+  DGRAM: 2n,
+  RAW: 3n,
+  SEQPACKET: 5n,
+  PACKET: 10n,
+  NONBLOCK: 0x800n,
+  CLOEXEC: 0x80000n,
+};
+
 function verdict(
   arch: Arch,
   nr: number,
@@ -154,7 +185,7 @@ for (const arch of ARCHES) {
 
   unit(`buildSeccompFilter() on ${arch} allows what the helper and Deno need`, () => {
     for (const [name, nr] of Object.entries(NEEDED[arch])) {
-      assert.equal(verdict(arch, nr), ALLOW, name);
+      assert.equal(verdict(arch, nr, USUAL_ARGS), ALLOW, name);
     }
   });
 
@@ -164,7 +195,7 @@ for (const arch of ARCHES) {
     const listed = new Set(REFUSED_CALLS.map((c) => c[arch]).filter((n) => n !== null));
     for (let nr = 0; nr < 1024; nr++) {
       const want = listed.has(nr) ? EPERM : nr === CLONE3[arch] ? ENOSYS : ALLOW;
-      assert.equal(verdict(arch, nr), want, `nr ${nr}`);
+      assert.equal(verdict(arch, nr, USUAL_ARGS), want, `nr ${nr}`);
     }
   });
 
@@ -183,6 +214,71 @@ for (const arch of ARCHES) {
       assert.equal(verdict(arch, nr, [flag]), EPERM, `${name} alone`);
     }
   });
+
+  unit(
+    `buildSeccompFilter() on ${arch} allows stream sockets of AF_UNIX, AF_INET and AF_INET6 only`,
+    () => {
+      const nr = SOCKET[arch];
+      for (const domain of [AF.UNIX, AF.INET, AF.INET6]) {
+        for (const flags of [0n, SOCK.CLOEXEC, SOCK.NONBLOCK, SOCK.CLOEXEC | SOCK.NONBLOCK]) {
+          assert.equal(
+            verdict(arch, nr, [domain, SOCK.STREAM | flags, 0n]),
+            ALLOW,
+            `${domain}/${flags}`,
+          );
+        }
+        for (
+          const type of [0n, SOCK.DGRAM, SOCK.RAW, SOCK.SEQPACKET, SOCK.PACKET, 4n, 6n, 7n, 9n, 15n]
+        ) {
+          assert.equal(
+            verdict(arch, nr, [domain, type | SOCK.CLOEXEC, 0n]),
+            EPERM,
+            `domain ${domain} type ${type}`,
+          );
+        }
+      }
+      for (
+        const domain of [AF.UNSPEC, AF.NETLINK, AF.PACKET, AF.BLUETOOTH, AF.VSOCK, 3n]
+      ) {
+        assert.equal(verdict(arch, nr, [domain, SOCK.STREAM, 0n]), EPERM, `domain ${domain}`);
+      }
+      // The domain is an int: only the low 32 bits count, as for the kernel
+      assert.equal(verdict(arch, nr, [AF.UNIX | (7n << 32n), SOCK.STREAM, 0n]), ALLOW);
+    },
+  );
+
+  unit(
+    `buildSeccompFilter() on ${arch} refuses the socket ioctls that reconfigure the network`,
+    () => {
+      const nr = IOCTL[arch];
+      const refused = {
+        SIOCADDRT: 0x890b,
+        SIOCSIFFLAGS: 0x8914,
+        SIOCSIFADDR: 0x8916,
+        SIOCSIFMTU: 0x8922,
+        SIOCBRADDBR: 0x89a0,
+        SIOCDEVPRIVATE: 0x89f0,
+        SIOCSIWFREQ: 0x8b04,
+        first: 0x8900,
+        last: 0x8bff,
+      };
+      for (const [name, request] of Object.entries(refused)) {
+        assert.equal(verdict(arch, nr, [3n, BigInt(request)]), EPERM, name);
+      }
+      const allowed = {
+        TCGETS: 0x5401,
+        TIOCGWINSZ: 0x5413,
+        FIONBIO: 0x5421,
+        FIOCLEX: 0x5451,
+        below: 0x88ff,
+        above: 0x8c00,
+        high: 0xc0105500,
+      };
+      for (const [name, request] of Object.entries(allowed)) {
+        assert.equal(verdict(arch, nr, [3n, BigInt(request)]), ALLOW, name);
+      }
+    },
+  );
 
   unit(`buildSeccompFilter() on ${arch} answers clone3() ENOSYS so glibc uses clone()`, () => {
     assert.equal(verdict(arch, CLONE3[arch]), ENOSYS);
@@ -223,7 +319,9 @@ for (const arch of ARCHES) {
   unit(`REFUSED_CALLS has distinct ${arch} numbers`, () => {
     const numbers = REFUSED_CALLS.map((c) => c[arch]).filter((n) => n !== null);
     assert.equal(new Set(numbers).size, numbers.length);
-    assert.ok(!numbers.includes(CLONE[arch]) && !numbers.includes(CLONE3[arch]));
+    for (const special of [CLONE, CLONE3, SOCKET, IOCTL]) {
+      assert.ok(!numbers.includes(special[arch]));
+    }
     assert.ok(!numbers.includes(SYS_SECCOMP[arch]));
   });
 }
