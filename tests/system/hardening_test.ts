@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import {
+  acceptWithin,
   closeFd,
   directoryNames,
   fileOwner,
@@ -13,6 +14,7 @@ import {
   repairState,
   sendCommand,
   tcpConnections,
+  unixListener,
 } from "../support/peer_native.ts";
 import {
   type Helper,
@@ -20,6 +22,7 @@ import {
   idle,
   MAIN,
   runHelper,
+  Scratch,
   type Session,
   startSession,
   waitUntil,
@@ -351,5 +354,126 @@ Deno.test("the helper command line spells out exactly one permission", () => {
   const argv = helperCommand(["PATH"]);
   if (argv[0] === Deno.execPath()) {
     assert.deepEqual(argv.slice(1), ["run", "--allow-ffi", MAIN, "PATH"]);
+  }
+});
+
+// ---- an unprivileged user with nothing but ambient CAP_NET_ADMIN ----
+
+const NOBODY = 65534;
+
+/** Whether `path` can be executed by a user who is neither owner nor in the group */
+function othersCanExecute(path: string): boolean {
+  const parts = path.split("/").filter((p) => p !== "");
+  for (let i = 1; i <= parts.length; i++) {
+    const mode = Deno.statSync("/" + parts.slice(0, i).join("/")).mode ?? 0;
+    if ((mode & 0o001) === 0) return false;
+  }
+  return true;
+}
+
+/**
+ * The helper's command line with a program path that user 65534 can reach:
+ * the program itself, or a hard link to it in `dir` (no copy); null if neither
+ */
+function commandForNobody(args: readonly string[], dir: string): string[] | null {
+  const argv = helperCommand(args);
+  const program = Deno.realPathSync(argv[0]!);
+  if (othersCanExecute(program)) return [program, ...argv.slice(1)];
+  try {
+    Deno.linkSync(program, `${dir}/program`);
+  } catch {
+    return null;
+  }
+  return othersCanExecute(`${dir}/program`) ? [`${dir}/program`, ...argv.slice(1)] : null;
+}
+
+Deno.test("as an unprivileged user with only ambient CAP_NET_ADMIN the helper serves, confined", async (t) => {
+  const scratch = new Scratch();
+  try {
+    Deno.chmodSync(scratch.dir, 0o755);
+    const home = scratch.path("home");
+    Deno.mkdirSync(home);
+    Deno.chownSync(home, NOBODY, NOBODY);
+    const socketPath = scratch.path("passt.socket.repair");
+    const argv = commandForNobody([socketPath], scratch.dir);
+    if (argv === null) {
+      console.log(
+        "skipped: user 65534 cannot reach the deno executable, and it cannot be hard-linked",
+      );
+      return;
+    }
+    const listener = unixListener(socketPath);
+    Deno.chmodSync(socketPath, 0o777);
+    const ambient = [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      "--inh-caps=-all,+net_admin",
+      "--ambient-caps=-all,+net_admin",
+      "--bounding-set=-all,+net_admin",
+    ];
+    const child = new Deno.Command("setpriv", {
+      args: [...ambient, ...argv],
+      clearEnv: true,
+      env: {
+        PATH: "/usr/bin:/bin",
+        HOME: home,
+        DENO_DIR: `${home}/deno`,
+        DENO_NO_UPDATE_CHECK: "1",
+        NO_COLOR: "1",
+      },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = child.output();
+    let conn = -1;
+    try {
+      conn = acceptWithin(listener, 20000);
+      await idle(child.pid);
+      const st = status(`/proc/${child.pid}/status`);
+      const observed = ["Uid", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"].map((k) =>
+        `${k}: ${st.get(k)}`
+      );
+      console.log(`helper as user 65534: ${observed.join(", ")}`);
+      assert.match(st.get("Uid") ?? "", /^65534\s/);
+      assert.equal(st.get("CapEff"), "0000000000001000", "CAP_NET_ADMIN and nothing else");
+      assert.deepEqual([st.get("NoNewPrivs"), st.get("Seccomp")], ["1", "2"]);
+      // Non-dumpable: /proc/PID belongs to root, not to user 65534
+      assert.deepEqual(fileOwner(`/proc/${child.pid}/status`), { uid: 0, gid: 0 });
+
+      await t.step("it switches sockets handed over by a root-owned peer", () => {
+        const tcp = tcpConnections(6, 4);
+        try {
+          for (const cmd of [ON, OFF]) {
+            sendCommand(conn, cmd, tcp.local);
+            assert.equal(readReply(conn, REPLY_MS), cmd);
+            for (const fd of tcp.local) assert.equal(repairState(fd), cmd);
+          }
+        } finally {
+          tcp.close();
+        }
+      });
+      closeFd(conn);
+      conn = -1;
+      const out = await output;
+      assert.deepEqual([
+        out.code,
+        out.signal,
+        out.stdout.length,
+        new TextDecoder().decode(out.stderr),
+      ], [0, null, 0, ""]);
+    } finally {
+      if (conn >= 0) closeFd(conn);
+      closeFd(listener);
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await output.catch(() => {});
+    }
+  } finally {
+    scratch.cleanup();
   }
 });
