@@ -11,7 +11,8 @@ import { HELP, parseCommandLine, USAGE } from "./src/cli.ts";
 import type { Invocation } from "./src/cli.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from "./src/errors.ts";
 import { growDescriptorTable } from "./src/fd_table.ts";
-import { Channel, openLibc, peerCredentials } from "./src/ffi/libc.ts";
+import { peerCredentials } from "./src/ffi/libc.ts";
+import { describeHardening, lockDown } from "./src/harden.ts";
 import { locateAndConnect } from "./src/locate.ts";
 import { printError, printOut, warn } from "./src/log.ts";
 import { commandName } from "./src/protocol.ts";
@@ -64,12 +65,13 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
     );
     return EXIT_USAGE;
   }
-  openLibc();
-  // Every buffer address the protocol needs is taken now, while we may
-  const channel = new Channel();
-  // From here on no further native library can be loaded; the symbols already
-  // bound keep working.
-  Deno.permissions.revokeSync({ name: "ffi" });
+  // Before any input is read: open libc, take every buffer address the
+  // protocol needs while we may, harden the process (non-dumpable,
+  // no_new_privs, seccomp on all threads), then revoke the ffi permission:
+  // from here on no further native library can be loaded; the symbols
+  // already bound keep working.
+  const { channel, hardening } = lockDown();
+  log(describeHardening(hardening));
 
   const capability = checkCapability();
   if (invocation.action === "check") {

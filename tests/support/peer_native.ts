@@ -50,6 +50,8 @@ const SYMBOLS = {
   readlinkat: { parameters: [int, buffer, buffer, "usize"], result: "i64" },
   mkfifo: { parameters: [buffer, uint], result: int },
   write: { parameters: [int, buffer, "usize"], result: "i64" },
+  // int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf)
+  statx: { parameters: [int, buffer, int, uint, buffer], result: int },
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -368,32 +370,12 @@ export function readSmallFile(path: string): string | null {
 
 /** A process's open descriptors and what they point at (/proc/PID/fd) */
 export function processDescriptors(pid: number): Map<number, string> {
-  const dir = check(
-    "open /proc/PID/fd",
-    c().open(encoder.encode(`/proc/${pid}/fd\0`), O_RDONLY_DIRECTORY_CLOEXEC, 0),
-  );
   const fds = new Map<number, string>();
-  try {
-    const buf = new Uint8Array(32768);
-    const target = new Uint8Array(4096);
-    for (;;) {
-      const n = check("getdents64", c().getdents64(dir, buf, BigInt(buf.length)));
-      if (n === 0) break;
-      const v = new DataView(buf.buffer);
-      for (let off = 0; off < n;) {
-        const reclen = v.getUint16(off + 16, true);
-        const nameEnd = buf.indexOf(0, off + 19);
-        const name = decoder.decode(buf.subarray(off + 19, nameEnd));
-        off += reclen;
-        if (name === "." || name === "..") continue;
-        const len = soft(
-          c().readlinkat(dir, encoder.encode(name + "\0"), target, BigInt(target.length)),
-        );
-        if (len >= 0) fds.set(Number(name), decoder.decode(target.subarray(0, len)));
-      }
-    }
-  } finally {
-    c().close(dir);
+  const target = new Uint8Array(4096);
+  for (const name of directoryNames(`/proc/${pid}/fd`)) {
+    const link = encoder.encode(`/proc/${pid}/fd/${name}\0`);
+    const len = soft(c().readlinkat(-100, /* AT_FDCWD */ link, target, BigInt(target.length)));
+    if (len >= 0) fds.set(Number(name), decoder.decode(target.subarray(0, len)));
   }
   return fds;
 }
@@ -445,4 +427,51 @@ export function writeSmallFile(path: string, text: string): void {
   } finally {
     c().close(fd);
   }
+}
+
+// ---- ownership and directory listings of /proc, for the hardening tests ----
+
+/** Owner of a file (statx, without following a final symlink), or null if it can't be seen */
+export function fileOwner(path: string): { uid: number; gid: number } | null {
+  const buf = new Uint8Array(256);
+  const AT_FDCWD = -100, AT_SYMLINK_NOFOLLOW = 0x100, STATX_UID = 0x8, STATX_GID = 0x10;
+  const r = soft(
+    c().statx(
+      AT_FDCWD,
+      encoder.encode(path + "\0"),
+      AT_SYMLINK_NOFOLLOW,
+      STATX_UID | STATX_GID,
+      buf,
+    ),
+  );
+  if (r < 0) return null;
+  const v = new DataView(buf.buffer);
+  // struct statx: stx_uid at 20, stx_gid at 24
+  return { uid: v.getUint32(20, true), gid: v.getUint32(24, true) };
+}
+
+/** Names in a directory such as /proc/PID/task, without "." and ".." */
+export function directoryNames(path: string): string[] {
+  const dir = check(
+    `open ${path}`,
+    c().open(encoder.encode(path + "\0"), O_RDONLY_DIRECTORY_CLOEXEC, 0),
+  );
+  const names: string[] = [];
+  try {
+    const buf = new Uint8Array(32768);
+    for (;;) {
+      const n = check("getdents64", c().getdents64(dir, buf, BigInt(buf.length)));
+      if (n === 0) break;
+      const v = new DataView(buf.buffer);
+      for (let off = 0; off < n;) {
+        const reclen = v.getUint16(off + 16, true);
+        const name = decoder.decode(buf.subarray(off + 19, buf.indexOf(0, off + 19)));
+        off += reclen;
+        if (name !== "." && name !== "..") names.push(name);
+      }
+    }
+  } finally {
+    c().close(dir);
+  }
+  return names;
 }

@@ -1,0 +1,479 @@
+// Hardening, privileges and logging (SPEC section 6), observed on the live
+// helper process from outside: /proc/PID/status of every thread, the owner of
+// /proc/PID, what the startup sequence leaves possible, the capability check
+// with and without CAP_NET_ADMIN, and what --verbose says.
+
+import assert from "node:assert/strict";
+import {
+  acceptWithin,
+  closeFd,
+  directoryNames,
+  fileOwner,
+  readReply,
+  readSmallFile,
+  repairState,
+  sendCommand,
+  tcpConnections,
+  unixListener,
+} from "../support/peer_native.ts";
+import {
+  type Helper,
+  helperCommand,
+  idle,
+  MAIN,
+  runHelper,
+  Scratch,
+  type Session,
+  startSession,
+  waitUntil,
+  WITHOUT_NET_ADMIN,
+} from "../support/helper.ts";
+
+const REPLY_MS = 10000;
+const ON = 1, OFF = 0;
+const SUPPORT = new URL("../support/", import.meta.url).pathname;
+
+/** "Key:\tvalue" lines of /proc/PID/status (or /proc/PID/task/TID/status) */
+function status(path: string): Map<string, string> {
+  const text = readSmallFile(path);
+  assert.ok(text !== null, `can read ${path}`);
+  const fields = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    const colon = line.indexOf(":");
+    if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1).trim());
+  }
+  return fields;
+}
+
+/** ON then OFF on three fresh connections: the helper still does its job */
+function stillServes(s: Session): void {
+  const tcp = tcpConnections(4, 3);
+  try {
+    for (const cmd of [ON, OFF]) {
+      sendCommand(s.conn, cmd, tcp.local);
+      assert.equal(readReply(s.conn, REPLY_MS), cmd);
+      for (const fd of tcp.local) assert.equal(repairState(fd), cmd);
+    }
+  } finally {
+    tcp.close();
+  }
+}
+
+async function endsQuietly(s: Session): Promise<void> {
+  closeFd(s.conn);
+  const out = await s.helper.exit();
+  assert.deepEqual([out.code, out.signal, out.stdout, out.stderr], [0, null, "", ""]);
+}
+
+Deno.test("every thread of the serving helper has NoNewPrivs 1 and Seccomp 2, and it keeps serving", async () => {
+  const s = await startSession();
+  try {
+    await idle(s.helper.pid);
+    const main = status(`/proc/${s.helper.pid}/status`);
+    const observed = ["NoNewPrivs", "Seccomp", "Seccomp_filters"].map((k) =>
+      `${k}:\t${main.get(k)}`
+    );
+    console.log(`helper ${s.helper.pid} /proc/PID/status: ${observed.join(", ")}`);
+    assert.equal(main.get("NoNewPrivs"), "1");
+    assert.equal(main.get("Seccomp"), "2");
+    assert.equal(main.get("Seccomp_filters"), "1");
+
+    // TSYNC: not only the thread that installed it
+    const tids = directoryNames(`/proc/${s.helper.pid}/task`);
+    assert.ok(tids.length > 1, `Deno runs several threads (${tids.length})`);
+    for (const tid of tids) {
+      const t = status(`/proc/${s.helper.pid}/task/${tid}/status`);
+      assert.deepEqual(
+        [t.get("NoNewPrivs"), t.get("Seccomp")],
+        ["1", "2"],
+        `thread ${tid} (${t.get("Name")})`,
+      );
+    }
+    console.log(`all ${tids.length} threads: NoNewPrivs 1, Seccomp 2`);
+
+    // The observable can differ: this test process is not confined
+    const self = status(`/proc/${Deno.pid}/status`);
+    assert.deepEqual([self.get("NoNewPrivs"), self.get("Seccomp")], ["0", "0"]);
+
+    stillServes(s);
+    await endsQuietly(s);
+  } finally {
+    await s.close();
+  }
+});
+
+/** Runs as root but with group 65534: /proc/PID then shows who owns it */
+const OTHER_GROUP = ["setpriv", "--regid=65534", "--clear-groups"];
+
+Deno.test("the helper is not dumpable: its /proc/PID belongs to root, not to its own group", async () => {
+  // Control: a dumpable process under the same prefix owns its /proc/PID
+  const control = new Deno.Command(OTHER_GROUP[0]!, {
+    args: [...OTHER_GROUP.slice(1), "sleep", "60"],
+    stdin: "null",
+  }).spawn();
+  try {
+    await waitUntil(
+      () => status(`/proc/${control.pid}/status`).get("Name") === "sleep",
+      10000,
+      "sleep to start",
+    );
+    assert.deepEqual(fileOwner(`/proc/${control.pid}/status`), { uid: 0, gid: 65534 });
+  } finally {
+    control.kill("SIGKILL");
+    await control.status;
+  }
+
+  const s = await startSession([], { prefix: OTHER_GROUP });
+  try {
+    await idle(s.helper.pid);
+    const st = status(`/proc/${s.helper.pid}/status`);
+    assert.match(st.get("Gid") ?? "", /^65534\s/, "the helper runs with group 65534");
+    const owner = fileOwner(`/proc/${s.helper.pid}/status`);
+    console.log(
+      `helper ${s.helper.pid} runs as gid 65534; /proc/PID/status owned by ${owner?.uid}:${owner?.gid}`,
+    );
+    assert.deepEqual(owner, { uid: 0, gid: 0 }, "non-dumpable: /proc/PID is root's");
+    stillServes(s);
+    await endsQuietly(s);
+  } finally {
+    await s.close();
+  }
+});
+
+interface ProbeFindings {
+  ffiState: string;
+  dlopen: string;
+  pointerOf: string;
+  request: string;
+  spawn: string;
+  netlink: string;
+  udp: string;
+  capability: { allowed: boolean };
+  noNewPrivs: number;
+}
+
+async function probe(control: boolean): Promise<ProbeFindings> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-ffi",
+      "--allow-run=/bin/true",
+      `${SUPPORT}startup_probe.ts`,
+      ...(control ? ["--control"] : []),
+    ],
+    stdin: "null",
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
+Deno.test("after the startup sequence no library can be loaded, nothing executed, no netlink socket made, and bound calls still work", async () => {
+  const locked = await probe(false);
+  assert.equal(locked.ffiState, "prompt", "ffi is revoked");
+  assert.match(locked.dlopen, /^NotCapable: Requires ffi access/);
+  assert.match(locked.pointerOf, /^NotCapable: Requires ffi access/);
+  assert.equal(locked.request, "Error: denied", "asking again is denied");
+  // --allow-run would allow it: execve is refused by the seccomp filter
+  assert.match(locked.spawn, /Failed to spawn '\/bin\/true': Operation not permitted/);
+  // With CAP_NET_ADMIN a netlink socket could reconfigure the host: refused
+  assert.deepEqual([locked.netlink, locked.udp], ["EPERM", "EPERM"]);
+  // socket(), setsockopt() and close() through the symbols bound before the revoke
+  assert.deepEqual(locked.capability, { allowed: true });
+  assert.equal(locked.noNewPrivs, 1);
+
+  // Control: without the lockdown each of those works, so the test can fail
+  const open = await probe(true);
+  assert.deepEqual(
+    [
+      open.ffiState,
+      open.dlopen,
+      open.pointerOf,
+      open.request,
+      open.spawn,
+      open.netlink,
+      open.udp,
+      open.noNewPrivs,
+    ],
+    ["granted", "ok", "ok", "ok", "ok", "ok", "ok", 0],
+  );
+});
+
+Deno.test("a helper that cannot install its seccomp filter stops with one clear line and exit 1", async () => {
+  // The parent refuses seccomp(2) to everything it starts
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-ffi",
+      "--allow-run",
+      `${SUPPORT}deny_seccomp.ts`,
+      ...helperCommand(["--check"]),
+    ],
+    stdin: "null",
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 1, stderr);
+  assert.equal(new TextDecoder().decode(out.stdout), "");
+  assert.equal(stderr, "Can't install the seccomp filter: Operation not permitted (EPERM)\n");
+});
+
+// ---- the capability check ----
+
+Deno.test("--check exits 0 silently with CAP_NET_ADMIN", async () => {
+  const out = await runHelper(["--check"]);
+  assert.deepEqual([out.code, out.signal, out.stdout, out.stderr], [0, null, "", ""]);
+});
+
+Deno.test("--check --verbose says it is hardened and may set TCP_REPAIR", async () => {
+  const out = await runHelper(["--check", "--verbose"]);
+  assert.equal(out.code, 0, out.stderr);
+  assert.equal(out.stdout, "");
+  const lines = out.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 2, out.stderr);
+  assert.match(
+    lines[0]!,
+    /^hardened: not dumpable, no_new_privs, seccomp filter \((x86_64|aarch64), \d+ instructions\) refusing \d+ system calls; ffi permission revoked$/,
+  );
+  assert.equal(lines[1], "TCP_REPAIR can be set: this process has CAP_NET_ADMIN");
+});
+
+Deno.test("--check exits 1 without CAP_NET_ADMIN, in one line that names it and how to grant it", async () => {
+  const out = await runHelper(["--check"], { prefix: WITHOUT_NET_ADMIN });
+  assert.equal(out.code, 1, out.stderr);
+  assert.equal(out.stdout, "");
+  assert.equal(out.stderr.trimEnd().split("\n").length, 1, out.stderr);
+  assert.match(
+    out.stderr,
+    /^Setting TCP_REPAIR on a test socket failed: Operation not permitted \(EPERM\); this process lacks CAP_NET_ADMIN/,
+  );
+  assert.match(out.stderr, /setcap cap_net_admin\+ep/);
+  assert.match(out.stderr, /AmbientCapabilities=CAP_NET_ADMIN/);
+  assert.match(out.stderr, /root/);
+});
+
+async function warnedSession(): Promise<Session> {
+  return await startSession([], { prefix: WITHOUT_NET_ADMIN });
+}
+
+const WARNING =
+  /^warning: Setting TCP_REPAIR on a test socket failed: Operation not permitted \(EPERM\); this process lacks CAP_NET_ADMIN: /;
+
+Deno.test("without CAP_NET_ADMIN the helper warns once, connects anyway and exits 0 on EOF", async () => {
+  const s = await warnedSession();
+  try {
+    closeFd(s.conn);
+    const out = await s.helper.exit();
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(out.stdout, "");
+    const lines = out.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, out.stderr);
+    assert.match(lines[0]!, WARNING);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("without CAP_NET_ADMIN a command fails with EPERM and says the capability is missing", async () => {
+  const s = await warnedSession();
+  const tcp = tcpConnections(4, 2);
+  try {
+    sendCommand(s.conn, ON, tcp.local);
+    const out = await s.helper.exit();
+    assert.equal(out.code, 1, out.stderr);
+    assert.equal(out.stdout, "");
+    const lines = out.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 2, out.stderr);
+    assert.match(lines[0]!, WARNING);
+    assert.match(
+      lines[1]!,
+      /^Setting TCP_REPAIR to ON \(1\) failed for socket 1 of 2 \(fd \d+\): Operation not permitted \(EPERM\); setting TCP_REPAIR needs CAP_NET_ADMIN, which this process lacks$/,
+    );
+    assert.equal(readReply(s.conn, 0), "eof", "no reply");
+    for (const fd of tcp.local) assert.equal(repairState(fd), 0);
+  } finally {
+    tcp.close();
+    await s.close();
+  }
+});
+
+// ---- --verbose ----
+
+function verboseLines(helper: Helper): Promise<string[]> {
+  return helper.exit().then((out) => {
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(out.stdout, "");
+    return out.stderr.trimEnd().split("\n");
+  });
+}
+
+Deno.test("--verbose logs the peer's pid and uid, one line per command with its count and time, and why it stopped", async () => {
+  const s = await startSession(["--verbose"]);
+  const tcp = tcpConnections(4, 3);
+  try {
+    sendCommand(s.conn, ON, tcp.local);
+    assert.equal(readReply(s.conn, REPLY_MS), ON);
+    sendCommand(s.conn, OFF, [tcp.local[0]!]);
+    assert.equal(readReply(s.conn, REPLY_MS), OFF);
+    sendCommand(s.conn, 0xff, tcp.local.slice(1));
+    assert.equal(readReply(s.conn, REPLY_MS), -1);
+    closeFd(s.conn);
+    const lines = await verboseLines(s.helper);
+    assert.equal(lines.length, 6, lines.join("\n"));
+    assert.match(lines[0]!, /^hardened: /);
+    // We are the peer: we created the listening socket
+    assert.equal(lines[1], `connected to ${s.socketPath} (peer pid ${Deno.pid}, uid 0, gid 0)`);
+    assert.match(lines[2]!, /^ON for 3 sockets in \d+ µs$/);
+    assert.match(lines[3]!, /^OFF for 1 socket in \d+ µs$/);
+    assert.match(lines[4]!, /^OFF_NO_WP for 2 sockets in \d+ µs$/);
+    assert.equal(lines[5], "peer closed the connection after 3 commands");
+  } finally {
+    tcp.close();
+    await s.close();
+  }
+});
+
+Deno.test("without --verbose a successful run with commands prints nothing at all", async () => {
+  const s = await startSession();
+  const tcp = tcpConnections(6, 5);
+  try {
+    for (const cmd of [ON, OFF, ON, 0xff]) {
+      sendCommand(s.conn, cmd, tcp.local);
+      assert.equal(readReply(s.conn, REPLY_MS), (cmd << 24) >> 24);
+    }
+    await endsQuietly(s);
+  } finally {
+    tcp.close();
+    await s.close();
+  }
+});
+
+Deno.test("the helper command line spells out exactly one permission", () => {
+  // What every test above ran, unless PASST_REPAIR_BIN names a built artefact
+  const argv = helperCommand(["PATH"]);
+  if (argv[0] === Deno.execPath()) {
+    assert.deepEqual(argv.slice(1), ["run", "--allow-ffi", MAIN, "PATH"]);
+  }
+});
+
+// ---- an unprivileged user with nothing but ambient CAP_NET_ADMIN ----
+
+const NOBODY = 65534;
+
+/** Whether `path` can be executed by a user who is neither owner nor in the group */
+function othersCanExecute(path: string): boolean {
+  const parts = path.split("/").filter((p) => p !== "");
+  for (let i = 1; i <= parts.length; i++) {
+    const mode = Deno.statSync("/" + parts.slice(0, i).join("/")).mode ?? 0;
+    if ((mode & 0o001) === 0) return false;
+  }
+  return true;
+}
+
+/**
+ * The helper's command line with a program path that user 65534 can reach:
+ * the program itself, or a hard link to it in `dir` (no copy); null if neither
+ */
+function commandForNobody(args: readonly string[], dir: string): string[] | null {
+  const argv = helperCommand(args);
+  const program = Deno.realPathSync(argv[0]!);
+  if (othersCanExecute(program)) return [program, ...argv.slice(1)];
+  try {
+    Deno.linkSync(program, `${dir}/program`);
+  } catch {
+    return null;
+  }
+  return othersCanExecute(`${dir}/program`) ? [`${dir}/program`, ...argv.slice(1)] : null;
+}
+
+Deno.test("as an unprivileged user with only ambient CAP_NET_ADMIN the helper serves, confined", async (t) => {
+  const scratch = new Scratch();
+  try {
+    Deno.chmodSync(scratch.dir, 0o755);
+    const home = scratch.path("home");
+    Deno.mkdirSync(home);
+    Deno.chownSync(home, NOBODY, NOBODY);
+    const socketPath = scratch.path("passt.socket.repair");
+    const argv = commandForNobody([socketPath], scratch.dir);
+    if (argv === null) {
+      console.log(
+        "skipped: user 65534 cannot reach the deno executable, and it cannot be hard-linked",
+      );
+      return;
+    }
+    const listener = unixListener(socketPath);
+    Deno.chmodSync(socketPath, 0o777);
+    const ambient = [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      "--inh-caps=-all,+net_admin",
+      "--ambient-caps=-all,+net_admin",
+      "--bounding-set=-all,+net_admin",
+    ];
+    const child = new Deno.Command("setpriv", {
+      args: [...ambient, ...argv],
+      clearEnv: true,
+      env: {
+        PATH: "/usr/bin:/bin",
+        HOME: home,
+        DENO_DIR: `${home}/deno`,
+        DENO_NO_UPDATE_CHECK: "1",
+        NO_COLOR: "1",
+      },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = child.output();
+    let conn = -1;
+    try {
+      conn = acceptWithin(listener, 20000);
+      await idle(child.pid);
+      const st = status(`/proc/${child.pid}/status`);
+      const observed = ["Uid", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"].map((k) =>
+        `${k}: ${st.get(k)}`
+      );
+      console.log(`helper as user 65534: ${observed.join(", ")}`);
+      assert.match(st.get("Uid") ?? "", /^65534\s/);
+      assert.equal(st.get("CapEff"), "0000000000001000", "CAP_NET_ADMIN and nothing else");
+      assert.deepEqual([st.get("NoNewPrivs"), st.get("Seccomp")], ["1", "2"]);
+      // Non-dumpable: /proc/PID belongs to root, not to user 65534
+      assert.deepEqual(fileOwner(`/proc/${child.pid}/status`), { uid: 0, gid: 0 });
+
+      await t.step("it switches sockets handed over by a root-owned peer", () => {
+        const tcp = tcpConnections(6, 4);
+        try {
+          for (const cmd of [ON, OFF]) {
+            sendCommand(conn, cmd, tcp.local);
+            assert.equal(readReply(conn, REPLY_MS), cmd);
+            for (const fd of tcp.local) assert.equal(repairState(fd), cmd);
+          }
+        } finally {
+          tcp.close();
+        }
+      });
+      closeFd(conn);
+      conn = -1;
+      const out = await output;
+      assert.deepEqual([
+        out.code,
+        out.signal,
+        out.stdout.length,
+        new TextDecoder().decode(out.stderr),
+      ], [0, null, 0, ""]);
+    } finally {
+      if (conn >= 0) closeFd(conn);
+      closeFd(listener);
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await output.catch(() => {});
+    }
+  } finally {
+    scratch.cleanup();
+  }
+});
