@@ -5,8 +5,12 @@
 // which need no capability once the socket is in repair mode.
 //
 // The order follows what we measured (shared/MIGRATION-NOTES.md):
-// - SIOCOUTQNSD is read before the send queue is selected: while it is
-//   selected, a window update makes the kernel count unsent data as sent;
+// - a socket in repair mode still transmits, except while its send queue is
+//   selected: then the kernel counts what the window lets out as sent,
+//   without sending it. So SIOCOUTQNSD is read before the send queue is
+//   selected, and the old socket's send queue then stays selected until it is
+//   closed: it transmits nothing more, and the unsent data read is exactly
+//   the data the peer has not seen;
 // - TCP_QUEUE_SEQ is set only before connect() (EPERM after), TCP_MAXSEG too
 //   (otherwise the new socket sends 524-byte segments on IPv4);
 // - the new socket is prepared fully, then the old one is closed in repair
@@ -101,6 +105,8 @@ export interface MigrationReport {
   };
   /** Whether the peer acknowledged the old socket's data before the hand-over (see settle) */
   settled: boolean;
+  /** The old socket's send queue right before the hand-over: `notSent` once `settled` */
+  oldAtHandOver: { sendQueue: number };
   /** Microseconds from close(old) to the end of connect(new): nobody owned the 4-tuple */
   gapMicros: number;
   /** Microseconds from asking for repair ON to repair OFF on the new socket */
@@ -214,30 +220,29 @@ function migrate(
   helperSwitch(helper, TCP_REPAIR_ON, old);
   steps.mark("helper: repair ON for the old socket");
 
-  // 2. Its state. Unsent bytes first, before the send queue is selected.
-  const notSent = notSentBytes(old);
-  const recvQueueBytes = receiveQueueBytes(old);
+  // 2. Its state: what the handshake negotiated, the receive queue, then the
+  // unsent byte count and, right after it, the send queue, which stays
+  // selected from then on (see the top of this file)
   const mss = maxSegment(old);
   const info = tcpInfo(old);
-  const window = repairWindow(old);
   const local = localAddress(old);
   const peer = peerAddress(old);
 
-  selectQueue(old, TCP_SEND_QUEUE);
-  const sendSeq = queueSeq(old);
-  // The queue only shrinks from here (an ACK may still arrive), so SIOCOUTQ is room enough
-  const sendData = peekQueue(old, sendQueueBytes(old));
+  const recvQueueBytes = receiveQueueBytes(old);
   selectQueue(old, TCP_RECV_QUEUE);
   const recvSeq = queueSeq(old);
   const recvData = peekQueue(old, recvQueueBytes);
-  selectQueue(old, TCP_NO_QUEUE);
   if (recvData.length !== recvQueueBytes) {
     throw new Error(
       `receive queue: SIOCINQ said ${recvQueueBytes} bytes, peeked ${recvData.length}`,
     );
   }
-  // Read last: the new socket's clock resumes from here
-  const ts = timestamp(old);
+
+  const notSent = notSentBytes(old);
+  selectQueue(old, TCP_SEND_QUEUE);
+  const sendSeq = queueSeq(old);
+  // The queue only shrinks from here (an ACK may still arrive), so SIOCOUTQ is room enough
+  const sendData = peekQueue(old, sendQueueBytes(old));
   steps.mark("read the old socket's state and queues");
 
   const unsentLength = Math.min(notSent, sendData.length);
@@ -269,6 +274,13 @@ function migrate(
 
     const settled = settleMs > 0 ? settle(old, notSent, settleMs) : false;
     if (settleMs > 0) steps.mark("let the peer's delayed ACK land on the old socket");
+    const oldAtHandOver = { sendQueue: sendQueueBytes(old) };
+    // The window and the timestamp clock last, right before the hand-over:
+    // the window as the peer last advertised it, and a clock that never runs
+    // behind a value the old socket has already sent (the peer would drop such
+    // segments as too old: PAWS)
+    const window = repairWindow(old);
+    const ts = timestamp(old);
 
     // 4. Hand over the 4-tuple: close in repair mode sends nothing; connect in
     // repair mode sends nothing and is established at once.
@@ -341,6 +353,7 @@ function migrate(
         },
         after,
         settled,
+        oldAtHandOver,
         gapMicros,
         totalMicros: steps.totalMicros,
         steps: steps.list,
