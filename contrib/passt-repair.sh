@@ -13,7 +13,8 @@
 # The other flags keep the caller's working directory out of it: no deno.json,
 # package.json or lock file found there is read (--no-config, --no-lock),
 # nothing is fetched (--no-remote, --no-npm), and a missing permission is an
-# error, never an interactive prompt (--no-prompt).
+# error, never an interactive prompt (--no-prompt). --no-code-cache: compiled
+# code is never loaded from a cache file, as in the compiled binary.
 #
 # exec: the program replaces this shell, so the exit status (0, 1, 2) and the
 # signals sent to it (SIGTERM from systemd or KubeVirt) are its own.
@@ -52,4 +53,4 @@ esac
 
 DENO_NO_UPDATE_CHECK=1
 export DENO_NO_UPDATE_CHECK
-exec "$deno" run --allow-ffi --no-config --no-lock --no-remote --no-npm --no-prompt "$bundle" "$@"
+exec "$deno" run --allow-ffi --no-code-cache --no-config --no-lock --no-remote --no-npm --no-prompt "$bundle" "$@"
