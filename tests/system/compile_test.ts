@@ -30,17 +30,17 @@ function runtimeUnavailable(run: Run): string | null {
   if (run.timedOut) {
     return `the download of Deno's compile runtime (denort) did not finish within ${COMPILE_SECONDS} s`;
   }
-  // The deepest cause of the download error, e.g. "dns error: failed to
-  // lookup address information: Name or service not known"
-  const causes = [
-    ...text.matchAll(
-      /^\s*\d+: (.*(?:dns error|error sending request|connect|timed out|status|certificate|refused|unreachable).*)$/gim,
-    ),
-  ];
-  const cause = causes.at(-1);
-  if (!cause && !/Setting up base binary/.test(text)) return null;
-  return `deno compile could not download Deno's compile runtime (denort)` +
-    (cause ? `: ${cause[1]!.trim()}` : "");
+  // deno prints "error: ..." then the chain of causes as numbered lines
+  // under "Caused by:" ("0: Setting up base binary.", "1: error sending
+  // request for url (...)", ...): it must be a network failure, and its
+  // deepest cause says which
+  const error = /^error: (.+)$/m.exec(text)?.[1] ?? "";
+  const causedBy = text.split(/^Caused by:\s*$/m)[1]?.split(/^Stack backtrace:\s*$/m)[0] ?? "";
+  const chain = [error, ...[...causedBy.matchAll(/^\s*\d+: (.+)$/gm)].map((m) => m[1]!.trim())];
+  const network =
+    /dns error|error sending request|connect|timed out|status|certificate|refused|unreachable/i;
+  if (!chain.some((line) => network.test(line))) return null;
+  return `deno compile could not download Deno's compile runtime (denort): ${chain.at(-1)}`;
 }
 
 async function attemptCompile(): Promise<Attempt> {
