@@ -11,7 +11,7 @@ import { HELP, parseCommandLine, USAGE } from "./src/cli.ts";
 import type { Invocation } from "./src/cli.ts";
 import { connectUnix, requireSocket } from "./src/connect.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from "./src/errors.ts";
-import { growDescriptorTable } from "./src/fd_table.ts";
+import { growDescriptorTable, primeSession } from "./src/fd_table.ts";
 import { Channel, openLibc, peerCredentials } from "./src/ffi/libc.ts";
 import { printError, printOut, warn } from "./src/log.ts";
 import { commandName } from "./src/protocol.ts";
@@ -84,6 +84,19 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
 
   growDescriptorTable();
 
+  const session = new RepairSession(channel, {
+    capable: capability.allowed,
+    ...(verbose
+      ? {
+        onCommand: (cmd: number, sockets: number, micros: number) =>
+          log(
+            `${commandName(cmd)} for ${sockets} socket${sockets === 1 ? "" : "s"} in ${micros} µs`,
+          ),
+      }
+      : {}),
+  });
+  primeSession(session);
+
   const { path } = invocation;
   requireSocket(path);
   const deadline = invocation.timeout === null
@@ -104,17 +117,6 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
     );
   }
 
-  const session = new RepairSession(channel, {
-    capable: capability.allowed,
-    ...(verbose
-      ? {
-        onCommand: (cmd: number, sockets: number, micros: number) =>
-          log(
-            `${commandName(cmd)} for ${sockets} socket${sockets === 1 ? "" : "s"} in ${micros} µs`,
-          ),
-      }
-      : {}),
-  });
   const end = session.serve();
   log(
     end === "eof"

@@ -48,8 +48,7 @@ import {
   waitFor,
 } from "../tests/support/peer_native.ts";
 
-const USAGE =
-  `usage: deno task bench [--samples N] [--warmup N] [--cold N] [--passes N] [--pool N]
+const USAGE = `usage: deno task bench [--samples N] [--warmup N] [--cold N] [--passes N] [--pool N]
 
   --samples N  round trips measured per batch size and helper (default 3000)
   --warmup N   round trips before measuring, per batch size and helper (default 500)
@@ -359,7 +358,9 @@ class Pool {
     const want = this.#state[index]!;
     if (got !== want) {
       throw new BenchError(
-        `${who}: socket ${index} (fd ${this.fds[index]}) has TCP_REPAIR ${got} after a reply, not ${want}`,
+        `${who}: socket ${index} (fd ${
+          this.fds[index]
+        }) has TCP_REPAIR ${got} after a reply, not ${want}`,
       );
     }
   }
@@ -429,7 +430,9 @@ async function bench(o: Options, dir: string): Promise<{ rows: Row[]; notes: str
   const allowed = setRepairDirect(probe, TCP_REPAIR_ON);
   closeFd(probe);
   if (allowed < 0) {
-    throw new BenchError("setting TCP_REPAIR is refused here: run the bench as root or with CAP_NET_ADMIN");
+    throw new BenchError(
+      "setting TCP_REPAIR is refused here: run the bench as root or with CAP_NET_ADMIN",
+    );
   }
 
   const programs = compile(dir);
@@ -455,7 +458,11 @@ async function bench(o: Options, dir: string): Promise<{ rows: Row[]; notes: str
     for (const kind of kinds) await finish(await connectHelper(launcher, kind, dir));
 
     // Startup and the cold first message, each helper fresh every time
-    const startup = { ours: [] as number[], replyFirst: [] as number[], closeFirst: [] as number[] };
+    const startup = {
+      ours: [] as number[],
+      replyFirst: [] as number[],
+      closeFirst: [] as number[],
+    };
     const cold = { ours: [] as number[], replyFirst: [] as number[], closeFirst: [] as number[] };
     for (let rep = 0; rep < o.cold; rep++) {
       for (let j = 0; j < kinds.length; j++) {
@@ -534,7 +541,9 @@ async function bench(o: Options, dir: string): Promise<{ rows: Row[]; notes: str
       helpers.forEach((h, i) => {
         const now = processDescriptors(h.process.pid).size;
         if (now !== fdsBefore[i]) {
-          throw new BenchError(`${h.kind.label} holds ${now} descriptors, ${fdsBefore[i]} before the run`);
+          throw new BenchError(
+            `${h.kind.label} holds ${now} descriptors, ${fdsBefore[i]} before the run`,
+          );
         }
       });
       const rss = helpers.map((h) => procStatus(h.process.pid, "VmHWM") / 1024);
@@ -546,7 +555,11 @@ async function bench(o: Options, dir: string): Promise<{ rows: Row[]; notes: str
         row(`${label}: median`, "µs", (k) => median(samples.get(`${k}:${n}`)!) * 1000);
         row(`${label}: p90`, "µs", (k) => quantile(samples.get(`${k}:${n}`)!, 0.9) * 1000);
       }
-      row(`${o.pool} sockets in ${Math.ceil(o.pool / SCM_MAX_FD)} messages`, "ms", (k) => median(passes[at(k)]!));
+      row(
+        `${o.pool} sockets in ${Math.ceil(o.pool / SCM_MAX_FD)} messages`,
+        "ms",
+        (k) => median(passes[at(k)]!),
+      );
       row("peak RSS (VmHWM)", "MB", (k) => rss[at(k)]!);
       row("CPU while connected and idle for 1 s", "ticks", (k) => idleTicks[at(k)]!);
     } catch (e) {
@@ -617,7 +630,9 @@ async function syscallFloor(
   for (const n of BATCHES) {
     const all = byBatch.get(n);
     if (!all || all.length !== o.warmup + o.samples) {
-      throw new BenchError(`the syscall floor program reported ${all?.length ?? 0} figures for ${n}`);
+      throw new BenchError(
+        `the syscall floor program reported ${all?.length ?? 0} figures for ${n}`,
+      );
     }
     byBatch.set(n, all.slice(o.warmup));
   }
@@ -668,8 +683,12 @@ function table(rows: Row[]): string {
   });
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) =>
-    `| ${cells.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join(" | ")} |`;
-  const rule = `|${widths.map((w, i) => i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":").join("|")}|`;
+    `| ${
+      cells.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join(" | ")
+    } |`;
+  const rule = `|${
+    widths.map((w, i) => i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":").join("|")
+  }|`;
   return [line(head), rule, ...body.map(line)].join("\n");
 }
 
@@ -696,7 +715,8 @@ function verdicts(rows: Row[]): string[] {
 function machine(): string {
   const kernel = (readSmallFile("/proc/sys/kernel/osrelease") ?? "?").trim();
   const cpus = (readSmallFile("/proc/cpuinfo") ?? "").match(/^processor\s*:/gm)?.length ?? 0;
-  const model = (readSmallFile("/proc/cpuinfo") ?? "").match(/^model name\s*:\s*(.*)$/m)?.[1] ?? "?";
+  const model = (readSmallFile("/proc/cpuinfo") ?? "").match(/^model name\s*:\s*(.*)$/m)?.[1] ??
+    "?";
   return `Linux ${kernel}, ${cpus} CPUs (${model}), Deno ${Deno.version.deno}`;
 }
 
@@ -727,7 +747,9 @@ async function main(args: string[]): Promise<number> {
     for (const v of verdicts(rows)) console.log(`target: ${v}`);
     console.log();
     console.log(`${machine()}`);
-    console.log(`load average ${loadBefore} before, ${loadAverage()} after; ${seconds.toFixed(0)} s`);
+    console.log(
+      `load average ${loadBefore} before, ${loadAverage()} after; ${seconds.toFixed(0)} s`,
+    );
     console.log(
       `${o.samples} round trips per figure after ${o.warmup} of warm-up, ` +
         `${o.cold} fresh starts per helper, ${o.passes} passes over ${o.pool} sockets`,

@@ -3,14 +3,18 @@
  * passt's side and the helper's, made by one process on the same sockets, so
  * that no wake-up, context switch or second process is involved.
  *
- * Per batch of n sockets, timed as one:
+ * Per batch of n sockets, over a socketpair (a, b) of the same type as passt's
+ * repair socket:
  *   sendmsg(a, cmd + n descriptors)          passt sends
  *   recvmsg(b, fresh msghdr, CMSG_CLOEXEC)   helper receives
  *   n x setsockopt(TCP_REPAIR, cmd)          helper switches
  *   send(b, cmd)                             helper replies
  *   recv(a)                                  passt reads the reply
  *   n x close                                helper closes its copies
- * over a socketpair (a, b) of the same type as passt's repair socket.
+ * The time is taken up to the reply, as a round trip's is: a helper that
+ * replies first closes while passt already has its answer. So this is a lower
+ * bound for a round trip, and their sum a lower bound for a run of messages
+ * (where the closes could at best overlap passt's next sendmsg).
  *
  * Usage: syscall_floor SOCKET_PATH POOL SPEC...
  *   Connects to SOCKET_PATH like a helper and receives POOL sockets in
@@ -133,9 +137,9 @@ static uint64_t round_trip(int a, int b, const int *fds, int n, char cmd)
 		die("send");
 	if (recv(a, &r, 1, 0) != 1)
 		die("recv");
+	t1 = now_ns();
 	for (i = 0; i < k; i++)
 		close(got[i]);
-	t1 = now_ns();
 
 	if (k != n || r != cmd) {
 		fprintf(stderr, "round trip lost descriptors or the command\n");

@@ -414,13 +414,21 @@ export class PasstEnd {
     this.#iovAddress = address(this.#iov);
     this.#controlAddress = address(this.#control);
     // SO_RCVTIMEO: a helper that hangs fails the run instead of hanging it
-    const tv = new BigInt64Array([BigInt(Math.floor(replyMs / 1000)), BigInt((replyMs % 1000) * 1000)]);
-    check("setsockopt(SO_RCVTIMEO)", c().setsockopt(fd, SOL_SOCKET, 20, new Uint8Array(tv.buffer), 16));
+    const tv = new BigInt64Array([
+      BigInt(Math.floor(replyMs / 1000)),
+      BigInt((replyMs % 1000) * 1000),
+    ]);
+    check(
+      "setsockopt(SO_RCVTIMEO)",
+      c().setsockopt(fd, SOL_SOCKET, 20, new Uint8Array(tv.buffer), 16),
+    );
   }
 
   /** Descriptors the next messages carry: `count` of `fds` from `offset` (1..253) */
   load(fds: Int32Array, offset: number, count: number): void {
-    if (count < 1 || count > 253 || offset + count > fds.length) throw new Error(`bad batch ${offset}+${count}`);
+    if (count < 1 || count > 253 || offset + count > fds.length) {
+      throw new Error(`bad batch ${offset}+${count}`);
+    }
     const v = this.#controlView;
     // size_t fields written as two 32-bit halves: BigInt() would allocate
     v.setUint32(0, cmsgLen(count * 4), true);
