@@ -70,6 +70,9 @@ const HERE = new URL(".", import.meta.url).pathname;
 /** A run that went wrong: reported instead of figures */
 class BenchError extends Error {}
 
+/** The bench cannot run here at all */
+class CannotRun extends BenchError {}
+
 interface Options {
   samples: number;
   warmup: number;
@@ -128,7 +131,7 @@ function compile(dir: string): Programs {
         stdin: "null",
       }).outputSync();
     } catch (e) {
-      throw new BenchError(`cannot run gcc (${(e as Error).message}): the bench needs it`);
+      throw new CannotRun(`cannot run gcc (${(e as Error).message}): the bench needs it`);
     }
     if (!result.success) {
       throw new BenchError(`gcc failed on ${source}: ${new TextDecoder().decode(result.stderr)}`);
@@ -448,7 +451,7 @@ async function bench(o: Options, dir: string): Promise<{ rows: Row[]; notes: str
   const allowed = setRepairDirect(probe, TCP_REPAIR_ON);
   closeFd(probe);
   if (allowed < 0) {
-    throw new BenchError(
+    throw new CannotRun(
       "setting TCP_REPAIR is refused here: run the bench as root or with CAP_NET_ADMIN",
     );
   }
@@ -781,6 +784,10 @@ async function main(args: string[]): Promise<number> {
     for (const n of notes) console.log(n);
     return 0;
   } catch (e) {
+    if (e instanceof CannotRun) {
+      console.error(`bench: cannot run: ${e.message}`);
+      return 1;
+    }
     if (e instanceof BenchError) {
       console.error(`bench: the run went wrong, no figures reported: ${e.message}`);
       return 1;
