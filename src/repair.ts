@@ -2,8 +2,9 @@
 // batch, reply, then close our copies.
 //
 // It talks to the kernel only through the RepairNative interface, which the FFI
-// module implements and unit tests fake, so the order of operations (and the
-// absence of per-message allocation) is tested without permissions.
+// module implements and unit tests fake, so the order of operations is tested
+// without permissions. That a message allocates nothing is measured on the real
+// thing, by tests/support/allocation_probe.ts.
 
 import {
   CMSG_HDR_SIZE,
