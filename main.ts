@@ -10,7 +10,7 @@ import { checkCapability, describeRefusal } from "./src/capability.ts";
 import { HELP, parseCommandLine, USAGE } from "./src/cli.ts";
 import type { Invocation } from "./src/cli.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from "./src/errors.ts";
-import { growDescriptorTable } from "./src/fd_table.ts";
+import { growDescriptorTable, primeSession } from "./src/fd_table.ts";
 import { peerCredentials } from "./src/ffi/libc.ts";
 import { describeHardening, lockDown } from "./src/harden.ts";
 import { locateAndConnect } from "./src/locate.ts";
@@ -86,6 +86,20 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
 
   growDescriptorTable();
 
+  const session = new RepairSession(channel, {
+    capable: capability.allowed,
+    ...(verbose
+      ? {
+        onCommand: (cmd: number, sockets: number, micros: number) =>
+          log(
+            `${commandName(cmd)} for ${sockets} socket${sockets === 1 ? "" : "s"} in ${micros} µs`,
+          ),
+      }
+      : {}),
+  });
+  // Warm the per-message code before passt can send anything
+  primeSession(session);
+
   const { fd, path } = locateAndConnect(invocation.path, {
     wait: invocation.wait,
     timeout: invocation.timeout,
@@ -102,17 +116,6 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
     );
   }
 
-  const session = new RepairSession(channel, {
-    capable: capability.allowed,
-    ...(verbose
-      ? {
-        onCommand: (cmd: number, sockets: number, micros: number) =>
-          log(
-            `${commandName(cmd)} for ${sockets} socket${sockets === 1 ? "" : "s"} in ${micros} µs`,
-          ),
-      }
-      : {}),
-  });
   const end = session.serve();
   log(
     end === "eof"

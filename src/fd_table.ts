@@ -2,6 +2,7 @@
 
 import { AF_INET, SOCK_CLOEXEC, SOCK_STREAM } from "./abi.ts";
 import * as libc from "./ffi/libc.ts";
+import type { RepairSession } from "./repair.ts";
 
 /** The table is grown to hold at least this descriptor number */
 export const PREGROW_FD = 1023;
@@ -23,4 +24,15 @@ export function growDescriptorTable(): number {
   if (high >= 0) libc.close(high);
   libc.close(fd);
   return high;
+}
+
+/** RepairSession.prime() on a throwaway TCP socket, closed after */
+export function primeSession(session: RepairSession): void {
+  const spare = libc.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (spare < 0) return;
+  try {
+    session.prime(spare);
+  } finally {
+    libc.close(spare);
+  }
 }

@@ -1,0 +1,803 @@
+// The bench: the real helper, started with its real flags, against a fake
+// passt, next to two C reference helpers and the bare system calls.
+//
+//   deno task bench [--samples N] [--warmup N] [--cold N] [--passes N] [--pool N]
+//
+// which is
+//
+//   DENO_NO_UPDATE_CHECK=1 deno run --allow-ffi --allow-run --allow-read \
+//     --allow-write --allow-env=PASST_REPAIR_BIN bench/bench.ts
+//
+// Needs root (or CAP_NET_ADMIN) and gcc; takes well under a minute with the
+// defaults. What it compares (SPEC section 7):
+//
+// - ours: `deno run --allow-ffi main.ts PATH`, as a user starts it (or
+//   `$PASST_REPAIR_BIN PATH`, to bench the compiled binary or the bundle);
+// - C, reply first (bench/c/ref_helper.c): exactly our system calls in our
+//   order. This is the floor the targets are stated against;
+// - C, close first: the same in the C original's order (each descriptor closed
+//   right after its setsockopt, the reply at the end);
+// - syscalls alone (bench/c/syscall_floor.c): every system call of a round
+//   trip, passt's and the helper's, made by one C process on the same sockets,
+//   timed up to the reply: the kernel's work with no wake-up, no context
+//   switch, no second process. It is a lower bound, not a target: the gap to
+//   it is the price of being a separate process (two wake-ups per message),
+//   which the C helpers pay too.
+//
+// Helpers are started through bench/c/launcher.c, which gives each the
+// smallest descriptor table (as from a shell) rather than the bench's, sized
+// for thousands of sockets: the cold first message then pays for growing the
+// table where the helper did not grow it beforehand. All helpers of the
+// steady-state part are connected at once and served in turn, message by
+// message, so that the machine's noise falls on all of them alike. Every reply
+// is checked, and the repair state of three sockets of every batch (all of
+// them after every block) is read back; a run with any discrepancy prints why
+// and no figures. Commands alternate between ON and OFF_NO_WP, so that every
+// message changes the state it is checked for (OFF sends a window probe per
+// socket, which passt sends only one socket at a time).
+
+import { parseArgs } from "node:util";
+import { TCP_REPAIR_OFF_NO_WP, TCP_REPAIR_ON } from "../src/abi.ts";
+import { helperCommand } from "../tests/support/helper.ts";
+import {
+  acceptWithin,
+  closeFd,
+  describeReply,
+  PasstEnd,
+  processDescriptors,
+  readSmallFile,
+  repairStateNow,
+  setRepairDirect,
+  tcpConnections,
+  tcpSocket,
+  unixListener,
+  waitFor,
+} from "../tests/support/peer_native.ts";
+
+const USAGE = `usage: deno task bench [--samples N] [--warmup N] [--cold N] [--passes N] [--pool N]
+
+  --samples N  round trips measured per batch size and helper (default 3000)
+  --warmup N   round trips before measuring, per batch size and helper (default 500)
+  --cold N     fresh starts per helper for startup and the first message (default 9)
+  --passes N   passes over the whole pool per helper, in messages of 253 (default 6)
+  --pool N     sockets for the throughput figure, both ends of N/2 loopback
+               connections (default 10000)`;
+
+const SCM_MAX_FD = 253;
+const BATCHES = [1, 16, 64, 253] as const;
+const HERE = new URL(".", import.meta.url).pathname;
+
+/** A run that went wrong: reported instead of figures */
+class BenchError extends Error {}
+
+/** The bench cannot run here at all */
+class CannotRun extends BenchError {}
+
+interface Options {
+  samples: number;
+  warmup: number;
+  cold: number;
+  passes: number;
+  pool: number;
+}
+
+function options(args: string[]): Options | null {
+  const { values } = parseArgs({
+    args,
+    options: {
+      samples: { type: "string", default: "3000" },
+      warmup: { type: "string", default: "500" },
+      cold: { type: "string", default: "9" },
+      passes: { type: "string", default: "6" },
+      pool: { type: "string", default: "10000" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) return null;
+  const int = (name: string, text: string, min: number, max: number) => {
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new BenchError(`--${name} must be an integer from ${min} to ${max}`);
+    }
+    return n;
+  };
+  return {
+    samples: int("samples", values.samples, 10, 1_000_000),
+    warmup: int("warmup", values.warmup, 0, 1_000_000),
+    cold: int("cold", values.cold, 1, 1000),
+    passes: int("passes", values.passes, 1, 1000),
+    pool: int("pool", values.pool, 2 * SCM_MAX_FD, 18000),
+  };
+}
+
+// ---- the reference programs ----
+
+interface Programs {
+  replyFirst: string;
+  closeFirst: string;
+  floor: string;
+  launcher: string;
+}
+
+function compile(dir: string): Programs {
+  const build = (source: string, out: string, defines: string[]) => {
+    const path = `${dir}/${out}`;
+    let result: Deno.CommandOutput;
+    try {
+      result = new Deno.Command("gcc", {
+        args: ["-O2", "-Wall", "-Wextra", "-Werror", ...defines, "-o", path, `${HERE}c/${source}`],
+        stdin: "null",
+      }).outputSync();
+    } catch (e) {
+      throw new CannotRun(`cannot run gcc (${(e as Error).message}): the bench needs it`);
+    }
+    if (!result.success) {
+      throw new BenchError(`gcc failed on ${source}: ${new TextDecoder().decode(result.stderr)}`);
+    }
+    return path;
+  };
+  return {
+    replyFirst: build("ref_helper.c", "c-reply-first", ["-DCLOSE_FIRST=0"]),
+    closeFirst: build("ref_helper.c", "c-close-first", ["-DCLOSE_FIRST=1"]),
+    floor: build("syscall_floor.c", "syscall-floor", []),
+    launcher: build("launcher.c", "launcher", []),
+  };
+}
+
+// ---- helpers as passt sees them ----
+
+interface Kind {
+  key: "ours" | "replyFirst" | "closeFirst";
+  label: string;
+  argv(path: string): string[];
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * bench/c/launcher.c, started while the bench holds few descriptors: helpers
+ * started through it begin with a small descriptor table, as they do when
+ * libvirt or KubeVirt starts them, instead of inheriting the bench's table
+ * sized for thousands of sockets (which would hide the cost of growing it).
+ */
+class Launcher {
+  readonly #child: Deno.ChildProcess;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #reader: ReadableStreamDefaultReader<string>;
+  #buffered = "";
+
+  constructor(program: string) {
+    this.#child = new Deno.Command(program, {
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+    }).spawn();
+    this.#writer = this.#child.stdin.getWriter();
+    this.#reader = this.#child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  async #line(): Promise<string> {
+    for (;;) {
+      const nl = this.#buffered.indexOf("\n");
+      if (nl >= 0) {
+        const line = this.#buffered.slice(0, nl);
+        this.#buffered = this.#buffered.slice(nl + 1);
+        return line;
+      }
+      const { value, done } = await this.#reader.read();
+      if (done) throw new BenchError("the launcher ended");
+      this.#buffered += value;
+    }
+  }
+
+  /** Asks for `argv` to be started; the answer (its pid) is read by started() */
+  async spawn(argv: readonly string[], output: string): Promise<void> {
+    if (argv.some((a) => a.includes("\t") || a.includes("\n"))) {
+      throw new BenchError(`cannot pass ${JSON.stringify(argv)} to the launcher`);
+    }
+    await this.#writer.write(encoder.encode(["spawn", output, ...argv].join("\t") + "\n"));
+  }
+
+  async started(): Promise<number> {
+    const m = (await this.#line()).match(/^pid (\d+)$/);
+    if (!m) throw new BenchError("the launcher could not start a program");
+    return Number(m[1]);
+  }
+
+  /** Exit code of a started program (128 + signal if killed) */
+  async wait(pid: number): Promise<number> {
+    await this.#writer.write(encoder.encode(`wait\t${pid}\n`));
+    const m = (await this.#line()).match(/^exit (\d+) (\d+)$/);
+    if (!m || Number(m[1]) !== pid) throw new BenchError(`the launcher lost process ${pid}`);
+    return Number(m[2]);
+  }
+
+  async close(): Promise<void> {
+    await this.#writer.close();
+    await this.#reader.cancel();
+    await this.#child.status;
+  }
+}
+
+/** A program started through the launcher, its output going to a file */
+class Process {
+  constructor(
+    readonly launcher: Launcher,
+    readonly pid: number,
+    readonly output: string,
+  ) {}
+
+  kill(): void {
+    try {
+      Deno.kill(this.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+
+  /** Waits at most `ms` for the end; kills and throws otherwise */
+  async end(ms: number, what: string): Promise<{ code: number; output: string }> {
+    const timer = setTimeout(() => this.kill(), ms);
+    const code = await this.launcher.wait(this.pid);
+    clearTimeout(timer);
+    const output = Deno.readTextFileSync(this.output);
+    if (code === 128 + 9) throw new BenchError(`${what} did not exit within ${ms} ms: ${output}`);
+    return { code, output };
+  }
+}
+
+/** A helper connected to our fake passt */
+interface Connected {
+  kind: Kind;
+  process: Process;
+  conn: number;
+  passt: PasstEnd;
+  /** From spawn to accept(), ms */
+  startupMs: number;
+}
+
+let socketCounter = 0;
+
+async function connectHelper(launcher: Launcher, kind: Kind, dir: string): Promise<Connected> {
+  const id = socketCounter++;
+  const path = `${dir}/passt-${id}.socket.repair`;
+  const listener = unixListener(path);
+  try {
+    const t0 = performance.now();
+    await launcher.spawn(kind.argv(path), `${dir}/output-${id}`);
+    let pid = 0;
+    const started = launcher.started().then((p) => pid = p);
+    // Accept in short slices, so that a helper that dies is noticed at once;
+    // the slice returns as soon as the helper connects, so the time is exact
+    let conn: number | null = null;
+    const deadline = t0 + 30000;
+    while (conn === null && performance.now() < deadline && !(pid > 0 && exited(pid))) {
+      if (waitFor(listener, 100)) conn = acceptWithin(listener, 0);
+      else await new Promise((r) => setTimeout(r, 0)); // let the pid arrive
+    }
+    const startupMs = performance.now() - t0;
+    await started;
+    const process = new Process(launcher, pid, `${dir}/output-${id}`);
+    if (conn === null) {
+      process.kill();
+      const out = await process.end(10000, kind.label);
+      throw new BenchError(
+        `${kind.label} did not connect (exit status ${out.code}): ${out.output.trim()}`,
+      );
+    }
+    return { kind, process, conn, passt: new PasstEnd(conn), startupMs };
+  } finally {
+    closeFd(listener);
+    Deno.removeSync(path);
+  }
+}
+
+/** Whether a child of the launcher has ended (a zombie until it is waited for) */
+function exited(pid: number): boolean {
+  const stat = readSmallFile(`/proc/${pid}/stat`);
+  return stat === null || stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+}
+
+const RECVMSG = Deno.build.arch === "aarch64" ? 212 : 47;
+
+/** Waits (a bounded while) until the helper sits in recvmsg(), idle */
+function untilIdle(h: Connected): void {
+  const deadline = performance.now() + 20000;
+  for (;;) {
+    const text = readSmallFile(`/proc/${h.process.pid}/syscall`);
+    if (text !== null && Number(text.split(" ")[0]) === RECVMSG) return;
+    if (performance.now() > deadline) {
+      throw new BenchError(`${h.kind.label} never blocked in recvmsg()`);
+    }
+    waitFor(-1, 1); // a 1 ms pause in poll(), no descriptor
+  }
+}
+
+/** Closes passt's end and expects the helper's silent exit 0 */
+async function finish(h: Connected): Promise<void> {
+  closeFd(h.conn);
+  const out = await h.process.end(15000, h.kind.label);
+  if (out.code !== 0 || out.output !== "") {
+    throw new BenchError(
+      `${h.kind.label} ended with status ${out.code}, output ${JSON.stringify(out.output)}`,
+    );
+  }
+}
+
+function procStatus(pid: number, field: string): number {
+  const text = readSmallFile(`/proc/${pid}/status`);
+  const m = text?.match(new RegExp(`^${field}:\\s+(\\d+)`, "m"));
+  if (!m) throw new BenchError(`no ${field} in /proc/${pid}/status`);
+  return Number(m[1]);
+}
+
+/** utime + stime of a process, in clock ticks */
+function cpuTicks(pid: number): number {
+  const text = readSmallFile(`/proc/${pid}/stat`) ?? "";
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+// ---- the sockets, and what state they must be in ----
+
+class Pool {
+  readonly fds: Int32Array;
+  readonly #state: Int8Array;
+  readonly #connections: ReturnType<typeof tcpConnections>;
+
+  constructor(size: number) {
+    this.#connections = tcpConnections(4, Math.ceil(size / 2));
+    // Interleave both ends, so that each batch holds both kinds
+    const fds = new Int32Array(size);
+    for (let i = 0; i < size; i++) {
+      fds[i] = i % 2 === 0 ? this.#connections.local[i >> 1]! : this.#connections.remote[i >> 1]!;
+    }
+    this.fds = fds;
+    this.#state = new Int8Array(size);
+  }
+
+  /** The command that flips the batch at `offset` */
+  commandFor(offset: number): number {
+    return this.#state[offset] === 1 ? TCP_REPAIR_OFF_NO_WP : TCP_REPAIR_ON;
+  }
+
+  /** Records that `cmd` was confirmed for count sockets from offset */
+  confirmed(offset: number, count: number, cmd: number): void {
+    this.#state.fill(cmd === TCP_REPAIR_ON ? 1 : 0, offset, offset + count);
+  }
+
+  /** Checks the socket at `index` against what was confirmed */
+  check(index: number, who: string): void {
+    const got = repairStateNow(this.fds[index]!);
+    const want = this.#state[index]!;
+    if (got !== want) {
+      throw new BenchError(
+        `${who}: socket ${index} (fd ${
+          this.fds[index]
+        }) has TCP_REPAIR ${got} after a reply, not ${want}`,
+      );
+    }
+  }
+
+  checkAll(offset: number, count: number, who: string): void {
+    for (let i = offset; i < offset + count; i++) this.check(i, who);
+  }
+
+  close(): void {
+    // Left in repair mode, a socket closes without FIN and without TIME_WAIT
+    for (const fd of this.fds) setRepairDirect(fd, TCP_REPAIR_ON);
+    this.#connections.close();
+  }
+}
+
+/**
+ * One message of `count` sockets from `offset`, timed from sendmsg() to the
+ * reply; the reply and the state of three of the sockets are checked after.
+ * The batch must have been loaded into h.passt.
+ */
+function roundTrip(h: Connected, pool: Pool, offset: number, count: number, spot: number): number {
+  const cmd = pool.commandFor(offset);
+  const t0 = performance.now();
+  const sent = h.passt.send(cmd);
+  const reply = sent === 1 ? h.passt.awaitReply() : 0;
+  const t1 = performance.now();
+  if (sent !== 1) throw new BenchError(`${h.kind.label}: sendmsg failed (${sent})`);
+  if (reply !== cmd) {
+    throw new BenchError(`${h.kind.label}: command ${cmd} answered by ${describeReply(reply)}`);
+  }
+  pool.confirmed(offset, count, cmd);
+  pool.check(offset, h.kind.label);
+  pool.check(offset + count - 1, h.kind.label);
+  pool.check(offset + (((spot % count) + count) % count), h.kind.label);
+  return t1 - t0;
+}
+
+// ---- statistics ----
+
+function sorted(values: ArrayLike<number>): Float64Array {
+  return Float64Array.from(values).sort();
+}
+
+function quantile(values: ArrayLike<number>, q: number): number {
+  const s = sorted(values);
+  if (s.length === 0) return NaN;
+  const pos = (s.length - 1) * q;
+  const lo = Math.floor(pos), hi = Math.ceil(pos);
+  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
+}
+
+const median = (v: ArrayLike<number>) => quantile(v, 0.5);
+
+// ---- the run ----
+
+type Figures = Record<Kind["key"] | "floor", number | null>;
+
+interface Row {
+  label: string;
+  unit: "ms" | "µs" | "MB" | "ticks";
+  figures: Figures;
+}
+
+async function bench(o: Options, dir: string): Promise<{ rows: Row[]; notes: string[] }> {
+  // Permission to switch repair mode at all, or every figure would be an error
+  const probe = tcpSocket(4);
+  const allowed = setRepairDirect(probe, TCP_REPAIR_ON);
+  closeFd(probe);
+  if (allowed < 0) {
+    throw new CannotRun(
+      "setting TCP_REPAIR is refused here: run the bench as root or with CAP_NET_ADMIN",
+    );
+  }
+
+  const programs = compile(dir);
+  const kinds: Kind[] = [
+    { key: "ours", label: "ours", argv: (p) => helperCommand([p]) },
+    { key: "replyFirst", label: "C, reply first", argv: (p) => [programs.replyFirst, p] },
+    { key: "closeFirst", label: "C, close first", argv: (p) => [programs.closeFirst, p] },
+  ];
+  const launcher = new Launcher(programs.launcher);
+  const notes: string[] = [`ours: ${helperCommand(["PATH"]).join(" ")}`];
+  let pool: Pool;
+  try {
+    pool = new Pool(o.pool);
+  } catch (e) {
+    await launcher.close();
+    throw e;
+  }
+  const rows: Row[] = [];
+  const none = (): Figures => ({ ours: null, replyFirst: null, closeFirst: null, floor: null });
+
+  try {
+    // Start each once untimed: Deno transpiles and caches main.ts on a first run
+    for (const kind of kinds) await finish(await connectHelper(launcher, kind, dir));
+
+    // Startup and the cold first message, each helper fresh every time
+    const startup = {
+      ours: [] as number[],
+      replyFirst: [] as number[],
+      closeFirst: [] as number[],
+    };
+    const cold = { ours: [] as number[], replyFirst: [] as number[], closeFirst: [] as number[] };
+    for (let rep = 0; rep < o.cold; rep++) {
+      for (let j = 0; j < kinds.length; j++) {
+        const kind = kinds[(rep + j) % kinds.length]!;
+        const h = await connectHelper(launcher, kind, dir);
+        try {
+          startup[kind.key].push(h.startupMs);
+          untilIdle(h);
+          if (rep === 0) {
+            const size = procStatus(h.process.pid, "FDSize");
+            notes.push(`${kind.label}: descriptor table of ${size} when connected and idle`);
+          }
+          h.passt.load(pool.fds, 0, SCM_MAX_FD);
+          cold[kind.key].push(roundTrip(h, pool, 0, SCM_MAX_FD, rep));
+          pool.checkAll(0, SCM_MAX_FD, kind.label);
+          await finish(h);
+        } catch (e) {
+          h.process.kill();
+          throw e;
+        }
+      }
+    }
+    const row = (label: string, unit: Row["unit"], f: (k: Kind["key"]) => number | null) => {
+      const figures = none();
+      for (const k of kinds) figures[k.key] = f(k.key);
+      const r = { label, unit, figures };
+      rows.push(r);
+      return r;
+    };
+    row("startup to connected", "ms", (k) => median(startup[k]));
+    row("first 253-socket message (cold)", "ms", (k) => median(cold[k]));
+
+    // Steady state: all three connected, served in turn
+    const helpers: Connected[] = [];
+    for (const k of kinds) helpers.push(await connectHelper(launcher, k, dir));
+    try {
+      for (const h of helpers) untilIdle(h);
+      const fdsBefore = helpers.map((h) => processDescriptors(h.process.pid).size);
+      const ticksBefore = helpers.map((h) => cpuTicks(h.process.pid));
+      await new Promise((r) => setTimeout(r, 1000));
+      const idleTicks = helpers.map((h, i) => cpuTicks(h.process.pid) - ticksBefore[i]!);
+
+      const samples = new Map<string, Float64Array>();
+      for (const n of BATCHES) {
+        for (const h of helpers) h.passt.load(pool.fds, 0, n);
+        const got = helpers.map(() => new Float64Array(o.samples));
+        for (let i = -o.warmup; i < o.samples; i++) {
+          for (let j = 0; j < helpers.length; j++) {
+            const which = (i + o.warmup + j) % helpers.length;
+            const t = roundTrip(helpers[which]!, pool, 0, n, i + j);
+            if (i >= 0) got[which]![i] = t;
+          }
+        }
+        pool.checkAll(0, n, "steady state");
+        helpers.forEach((h, i) => samples.set(`${h.kind.key}:${n}`, got[i]!));
+      }
+
+      // Throughput: the whole pool as passt sends it, 253 per message then the rest
+      const passes = helpers.map(() => [] as number[]);
+      for (let p = 0; p < o.passes; p++) {
+        for (let j = 0; j < helpers.length; j++) {
+          const which = (p + j) % helpers.length;
+          const h = helpers[which]!;
+          let total = 0;
+          for (let off = 0; off < pool.fds.length; off += SCM_MAX_FD) {
+            const k = Math.min(SCM_MAX_FD, pool.fds.length - off);
+            h.passt.load(pool.fds, off, k);
+            total += roundTrip(h, pool, off, k, p + off);
+          }
+          pool.checkAll(0, pool.fds.length, h.kind.label);
+          passes[which]!.push(total);
+        }
+      }
+
+      // Nothing leaked, then peak memory, then a clean exit
+      helpers.forEach((h, i) => {
+        const now = processDescriptors(h.process.pid).size;
+        if (now !== fdsBefore[i]) {
+          throw new BenchError(
+            `${h.kind.label} holds ${now} descriptors, ${fdsBefore[i]} before the run`,
+          );
+        }
+      });
+      const rss = helpers.map((h) => procStatus(h.process.pid, "VmHWM") / 1024);
+      for (const h of helpers) await finish(h);
+
+      const at = (k: Kind["key"]) => kinds.findIndex((x) => x.key === k);
+      for (const n of BATCHES) {
+        const label = `${n} socket${n === 1 ? "" : "s"} per message`;
+        row(`${label}: median`, "µs", (k) => median(samples.get(`${k}:${n}`)!) * 1000);
+        row(`${label}: p90`, "µs", (k) => quantile(samples.get(`${k}:${n}`)!, 0.9) * 1000);
+      }
+      const all = row(
+        `${o.pool} sockets in ${Math.ceil(o.pool / SCM_MAX_FD)} messages`,
+        "ms",
+        (k) => median(passes[at(k)]!),
+      );
+      const rate = (ms: number | null) => `${Math.round(o.pool / ms! * 1000)} sockets/s`;
+      notes.push(
+        `throughput: ours ${rate(all.figures.ours)}, C reply first ${
+          rate(all.figures.replyFirst)
+        }, C close first ${rate(all.figures.closeFirst)}`,
+      );
+      row("peak RSS (VmHWM)", "MB", (k) => rss[at(k)]!);
+      row("CPU ticks while connected, idle 1 s", "ticks", (k) => idleTicks[at(k)]!);
+    } catch (e) {
+      for (const h of helpers) h.process.kill();
+      throw e;
+    }
+
+    // The syscall floor, on the same sockets, once the helpers are gone
+    const floor = await syscallFloor(launcher, programs.floor, pool, o, dir);
+    for (const r of rows) {
+      if (r.label.endsWith("median") || r.label.endsWith("p90")) {
+        const n = Number(r.label.split(" ")[0]);
+        const v = floor.get(n)!;
+        r.figures.floor = (r.label.endsWith("median") ? median(v) : quantile(v, 0.9)) / 1000;
+      } else if (r.label.includes("sockets in")) {
+        r.figures.floor = median(floor.get(o.pool)!) / 1e6;
+      }
+    }
+  } finally {
+    pool.close();
+    await launcher.close();
+  }
+  return { rows, notes };
+}
+
+/** Runs bench/c/syscall_floor.c on the pool: round-trip times in ns, by batch size */
+async function syscallFloor(
+  launcher: Launcher,
+  program: string,
+  pool: Pool,
+  o: Options,
+  dir: string,
+): Promise<Map<number, number[]>> {
+  const specs = [
+    ...BATCHES.map((n) => `${n}:${o.warmup + o.samples}`),
+    `all:${o.passes}`,
+  ];
+  const kind: Kind = {
+    key: "replyFirst",
+    label: "syscall floor",
+    argv: (p) => [program, p, String(pool.fds.length), ...specs],
+  };
+  const h = await connectHelper(launcher, kind, dir);
+  let out: { code: number; output: string };
+  try {
+    // Hand it the pool as passt would, 253 per message; it switches nothing yet
+    for (let off = 0; off < pool.fds.length; off += SCM_MAX_FD) {
+      const k = Math.min(SCM_MAX_FD, pool.fds.length - off);
+      h.passt.load(pool.fds, off, k);
+      if (h.passt.send(1) !== 1 || h.passt.awaitReply() !== 1) {
+        throw new BenchError("the syscall floor program did not take the pool");
+      }
+    }
+    out = await h.process.end(300000, "the syscall floor program");
+  } catch (e) {
+    h.process.kill();
+    throw e;
+  } finally {
+    closeFd(h.conn);
+  }
+  if (out.code !== 0) throw new BenchError(`the syscall floor program failed: ${out.output}`);
+  const byBatch = new Map<number, number[]>();
+  for (const line of out.output.trim().split("\n")) {
+    const [n, ns] = line.split(" ").map(Number);
+    if (!byBatch.has(n!)) byBatch.set(n!, []);
+    byBatch.get(n!)!.push(ns!);
+  }
+  for (const n of BATCHES) {
+    const all = byBatch.get(n);
+    if (!all || all.length !== o.warmup + o.samples) {
+      throw new BenchError(
+        `the syscall floor program reported ${all?.length ?? 0} figures for ${n}`,
+      );
+    }
+    byBatch.set(n, all.slice(o.warmup));
+  }
+  return byBatch;
+}
+
+// ---- output ----
+
+function format(v: number | null, unit: Row["unit"]): string {
+  if (v === null || Number.isNaN(v)) return "—";
+  if (unit === "ticks") return `${v}`;
+  if (unit === "µs") return v >= 100 ? `${v.toFixed(0)} µs` : `${v.toFixed(1)} µs`;
+  if (unit === "ms") return v >= 10 ? `${v.toFixed(1)} ms` : `${v.toFixed(2)} ms`;
+  return `${v.toFixed(1)} MB`;
+}
+
+function ratio(a: number | null, b: number | null): string {
+  if (a === null || b === null || !(b > 0)) return "—";
+  return `${(a / b).toFixed(2)}×`;
+}
+
+function table(rows: Row[]): string {
+  const head = [
+    "measure",
+    "ours",
+    "C, reply first",
+    "C, close first",
+    "syscalls alone",
+    "ours ÷ C reply first",
+    "ours ÷ C close first",
+    "ours ÷ syscalls",
+  ];
+  const body = rows.map((r) => {
+    const f = r.figures;
+    const ratios = r.unit === "ticks" ? ["—", "—", "—"] : [
+      ratio(f.ours, f.replyFirst),
+      ratio(f.ours, f.closeFirst),
+      ratio(f.ours, f.floor),
+    ];
+    return [
+      r.label,
+      format(f.ours, r.unit),
+      format(f.replyFirst, r.unit),
+      format(f.closeFirst, r.unit),
+      format(f.floor, r.unit),
+      ...ratios,
+    ];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) =>
+    `| ${
+      cells.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join(" | ")
+    } |`;
+  const rule = `|${
+    widths.map((w, i) => i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":").join("|")
+  }|`;
+  return [line(head), rule, ...body.map(line)].join("\n");
+}
+
+function verdicts(rows: Row[]): string[] {
+  const get = (label: string) => rows.find((r) => r.label === label)!.figures;
+  const cold = get("first 253-socket message (cold)");
+  const big = get("253 sockets per message: median");
+  const one = get("1 socket per message: median");
+  const mark = (ok: boolean) => ok ? "met" : "MISSED";
+  return [
+    `first 253-socket message under 2 ms: ${format(cold.ours, "ms")} (${mark(cold.ours! < 2)})`,
+    `253 sockets within 1.15× of C reply first: ${ratio(big.ours, big.replyFirst)} (${
+      mark(big.ours! <= 1.15 * big.replyFirst!)
+    })`,
+    `253 sockets faster than C close first: ${ratio(big.ours, big.closeFirst)} (${
+      mark(big.ours! < big.closeFirst!)
+    })`,
+    `1 socket within 1.5× of C reply first: ${ratio(one.ours, one.replyFirst)} (${
+      mark(one.ours! <= 1.5 * one.replyFirst!)
+    })`,
+  ];
+}
+
+function machine(): string {
+  const kernel = (readSmallFile("/proc/sys/kernel/osrelease") ?? "?").trim();
+  const cpus = (readSmallFile("/proc/cpuinfo") ?? "").match(/^processor\s*:/gm)?.length ?? 0;
+  const model = (readSmallFile("/proc/cpuinfo") ?? "").match(/^model name\s*:\s*(.*)$/m)?.[1] ??
+    "?";
+  return `Linux ${kernel}, ${cpus} CPUs (${model}), Deno ${Deno.version.deno}`;
+}
+
+function loadAverage(): string {
+  return (readSmallFile("/proc/loadavg") ?? "?").split(" ").slice(0, 3).join(" ");
+}
+
+async function main(args: string[]): Promise<number> {
+  let o: Options | null;
+  try {
+    o = options(args);
+  } catch (e) {
+    console.error(`bench: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (o === null) {
+    console.log(USAGE);
+    return 0;
+  }
+  const dir = Deno.makeTempDirSync({ prefix: "passt-repair-bench-" });
+  const started = performance.now();
+  const loadBefore = loadAverage();
+  try {
+    const { rows, notes } = await bench(o, dir);
+    const seconds = (performance.now() - started) / 1000;
+    console.log(table(rows));
+    console.log();
+    for (const v of verdicts(rows)) console.log(`target: ${v}`);
+    console.log();
+    console.log(`${machine()}`);
+    console.log(
+      `load average ${loadBefore} before, ${loadAverage()} after; ${seconds.toFixed(0)} s`,
+    );
+    console.log(
+      `${o.samples} round trips per figure after ${o.warmup} of warm-up, ` +
+        `${o.cold} fresh starts per helper, ${o.passes} passes over ${o.pool} sockets`,
+    );
+    for (const n of notes) console.log(n);
+    return 0;
+  } catch (e) {
+    if (e instanceof CannotRun) {
+      console.error(`bench: cannot run: ${e.message}`);
+      return 1;
+    }
+    if (e instanceof BenchError) {
+      console.error(`bench: the run went wrong, no figures reported: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
