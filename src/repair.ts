@@ -177,11 +177,11 @@ export class RepairSession {
         errno === 0 ? "nothing was sent" : "",
       );
     }
+    // The time passt waited: from the message to the reply, not the closes
+    const micros = this.#options.onCommand ? Math.round((performance.now() - t0) * 1000) : 0;
     this.#closeAll(n);
     this.#commands++;
-    if (this.#options.onCommand) {
-      this.#options.onCommand(cmd, n, Math.round((performance.now() - t0) * 1000));
-    }
+    this.#options.onCommand?.(cmd, n, micros);
     return null;
   }
 
