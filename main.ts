@@ -117,10 +117,11 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
   }
 
   const end = session.serve();
+  const n = session.commands;
   log(
-    end === "eof"
-      ? `peer closed the connection after ${session.commands} commands`
-      : `peer reset the connection after ${session.commands} commands`,
+    `peer ${end === "eof" ? "closed" : "reset"} the connection after ${n} command${
+      n === 1 ? "" : "s"
+    }`,
   );
   return EXIT_OK;
 }
