@@ -21,6 +21,7 @@ import {
   TCP_REPAIR,
 } from "../../src/abi.ts";
 import { describeErrno } from "../../src/errors.ts";
+import { LazyLibc, PeerError } from "./test_libc.ts";
 
 const int = "i32";
 const uint = "u32";
@@ -58,37 +59,10 @@ const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-let lib: Symbols | null = null;
-let errnoCell = new Int32Array(1);
-
-function c(): Symbols {
-  if (lib === null) {
-    const l = Deno.dlopen("libc.so.6", SYMBOLS);
-    const where = l.symbols.__errno_location();
-    if (where === null) throw new Error("no errno");
-    errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(where, 4));
-    lib = l.symbols;
-  }
-  return lib;
-}
-
-/** A failed call in the fake peer, with errno as text */
-export class PeerError extends Error {
-  constructor(readonly call: string, readonly errno: number) {
-    super(`${call}: ${describeErrno(errno)}`);
-  }
-}
-
-function check(call: string, r: number | bigint): number {
-  if (r < 0) throw new PeerError(call, errnoCell[0]!);
-  return Number(r);
-}
-
-/** -errno instead of throwing, for calls that are expected to fail */
-function soft(r: number | bigint): number {
-  return r < 0 ? -errnoCell[0]! : Number(r);
-}
+const libc = new LazyLibc(SYMBOLS);
+const c = () => libc.c;
+const check = (call: string, r: number | bigint) => libc.check(call, r);
+const soft = (r: number | bigint) => libc.soft(r);
 
 export function closeFd(fd: number): void {
   c().close(fd);
@@ -556,7 +530,7 @@ export class PasstEnd {
     m.setUint32(44, 0, true);
     m.setInt32(48, 0, true);
     const r = c().sendmsg32(this.fd, this.#msg, MSG_NOSIGNAL_FLAG);
-    return r < 0 ? -errnoCell[0]! : r;
+    return r < 0 ? -libc.errno() : r;
   }
 
   /**
@@ -568,7 +542,7 @@ export class PasstEnd {
     const r = c().recv32(this.fd, this.#reply, 1n, 0);
     if (r === 1) return (this.#reply[0]! << 24) >> 24;
     if (r === 0) return REPLY_EOF;
-    const errno = errnoCell[0]!;
+    const errno = libc.errno();
     return errno === EAGAIN ? REPLY_TIMEOUT : -128 - errno;
   }
 }
@@ -595,5 +569,5 @@ const repairLengthBytes = new Uint8Array(repairLength.buffer);
 export function repairStateNow(fd: number): number {
   repairLength[0] = 4;
   const r = c().getsockopt(fd, SOL_TCP, TCP_REPAIR, repairValueBytes, repairLengthBytes);
-  return r < 0 ? -errnoCell[0]! : repairValue[0]!;
+  return r < 0 ? -libc.errno() : repairValue[0]!;
 }

@@ -19,7 +19,7 @@ import {
   SOL_SOCKET,
   SOL_TCP,
 } from "../../src/abi.ts";
-import { PeerError } from "./peer_native.ts";
+import { LazyLibc, PeerError } from "./test_libc.ts";
 
 // ---- kernel numbers ----
 
@@ -153,30 +153,10 @@ const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-let lib: Symbols | null = null;
-let errnoCell = new Int32Array(1);
-
-function c(): Symbols {
-  if (lib === null) {
-    const l = Deno.dlopen("libc.so.6", SYMBOLS);
-    const where = l.symbols.__errno_location();
-    if (where === null) throw new Error("no errno");
-    errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(where, 4));
-    lib = l.symbols;
-  }
-  return lib;
-}
-
-function check(call: string, r: number | bigint): number {
-  if (r < 0) throw new PeerError(call, errnoCell[0]!);
-  return Number(r);
-}
-
-/** -errno instead of throwing, for calls whose failure the caller handles */
-function soft(r: number | bigint): number {
-  return r < 0 ? -errnoCell[0]! : Number(r);
-}
+const libc = new LazyLibc(SYMBOLS);
+const c = () => libc.c;
+const check = (call: string, r: number | bigint) => libc.check(call, r);
+const soft = (r: number | bigint) => libc.soft(r);
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -534,7 +514,7 @@ export function receiveNow(fd: number, buf: Uint8Array): number {
 /** mkdtemp(3) under `parent`: a new directory only we can enter */
 export function makePrivateDirectory(parent: string, prefix: string): string {
   const template = encoder.encode(`${parent}/${prefix}XXXXXX\0`);
-  if (c().mkdtemp(template) === null) throw new PeerError("mkdtemp", errnoCell[0]!);
+  if (c().mkdtemp(template) === null) throw new PeerError("mkdtemp", libc.errno());
   return decoder.decode(template.subarray(0, template.length - 1));
 }
 
