@@ -14,8 +14,7 @@ export type CapabilityResult =
   | { readonly allowed: false; readonly step: "socket" | "setsockopt"; readonly errno: number };
 
 /** How to grant the capability, for messages */
-export const HOW_TO_GRANT =
-  "grant CAP_NET_ADMIN: run as root, set the file capability on the compiled " +
+export const HOW_TO_GRANT = "run as root, set the file capability on the compiled " +
   "binary (setcap cap_net_admin+ep passt-repair), or give it as an ambient " +
   "capability (systemd AmbientCapabilities=CAP_NET_ADMIN)";
 
@@ -37,5 +36,5 @@ export function describeRefusal(result: CapabilityResult): string {
   }
   return `Setting TCP_REPAIR on a test socket failed: ${
     describeErrno(result.errno)
-  }; this process lacks CAP_NET_ADMIN: ${HOW_TO_GRANT}`;
+  }; this process lacks CAP_NET_ADMIN; to grant it, ${HOW_TO_GRANT}`;
 }

@@ -258,7 +258,7 @@ async function warnedSession(): Promise<Session> {
 }
 
 const WARNING =
-  /^warning: Setting TCP_REPAIR on a test socket failed: Operation not permitted \(EPERM\); this process lacks CAP_NET_ADMIN: /;
+  /^warning: Setting TCP_REPAIR on a test socket failed: Operation not permitted \(EPERM\); this process lacks CAP_NET_ADMIN; to grant it, run as root, /;
 
 Deno.test("without CAP_NET_ADMIN the helper warns once, connects anyway and exits 0 on EOF", async () => {
   const s = await warnedSession();
