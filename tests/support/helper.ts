@@ -7,6 +7,7 @@
 import {
   acceptWithin,
   closeFd,
+  directoryNames,
   processDescriptors,
   readSmallFile,
   unixListener,
@@ -298,14 +299,28 @@ export async function cpuSettled(pid: number, quietMs = 300, ms = 20000): Promis
 }
 
 /**
+ * CPU time of every thread of a process, in seconds, to the nanosecond
+ * (/proc/PID/task/TID/schedstat), where clock ticks would round a small
+ * share to 0 or to a whole 10 ms.
+ */
+export function cpuPrecise(pid: number): number {
+  let ns = 0;
+  for (const tid of directoryNames(`/proc/${pid}/task`)) {
+    const text = readSmallFile(`/proc/${pid}/task/${tid}/schedstat`);
+    if (text !== null) ns += Number(text.split(" ")[0]);
+  }
+  return ns / 1e9;
+}
+
+/**
  * The share of one CPU the process uses over a window of `ms` of wall time.
  * This is a measurement over a duration, not a wait for an event.
  */
 export async function cpuShare(pid: number, ms: number): Promise<number> {
-  const cpu0 = cpuSeconds(pid);
+  const cpu0 = cpuPrecise(pid);
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, ms));
-  const cpu1 = cpuSeconds(pid);
+  const cpu1 = cpuPrecise(pid);
   const wall = (performance.now() - t0) / 1000;
   return (cpu1 - cpu0) / wall;
 }
