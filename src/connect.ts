@@ -4,7 +4,8 @@
 // Native calls go through ffi/libc.ts; the decisions come from path.ts.
 
 import { AF_UNIX, SOCK_CLOEXEC, SOCK_STREAM } from "./abi.ts";
-import { SyscallError, TimeoutError } from "./errors.ts";
+import type { Deadline } from "./deadline.ts";
+import { SyscallError } from "./errors.ts";
 import * as libc from "./ffi/libc.ts";
 import { sockaddrUn } from "./path.ts";
 import type { SockaddrUn } from "./path.ts";
@@ -24,10 +25,8 @@ export function nextBackoff(previousMs: number): number {
 export interface ConnectOptions {
   /** Retry ECONNREFUSED (bound, not yet listening) instead of failing */
   readonly retryRefused: boolean;
-  /** performance.now() value after which waiting ends, or null for never */
-  readonly deadline: number | null;
-  /** For the timeout message */
-  readonly timeoutSeconds: number | null;
+  /** When retrying ends (--timeout) */
+  readonly deadline: Deadline;
 }
 
 /** Sleeps in the kernel (poll with no descriptors), so waiting costs no CPU */
@@ -59,17 +58,9 @@ export function connectUnix(
       throw new SyscallError("connect", -r, `Failed to connect to ${path}`);
     }
     backoff = nextBackoff(backoff);
-    if (options.deadline !== null) {
-      const left = options.deadline - performance.now();
-      if (left <= 0) {
-        throw new TimeoutError(
-          options.timeoutSeconds ?? 0,
-          `${path} to accept connections (Connection refused (ECONNREFUSED))`,
-        );
-      }
-      pause(Math.min(backoff, left));
-    } else {
-      pause(backoff);
-    }
+    const left = options.deadline.remainingMs(
+      `${path} to accept connections (Connection refused (ECONNREFUSED))`,
+    );
+    pause(left < 0 ? backoff : Math.min(backoff, left));
   }
 }

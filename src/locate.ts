@@ -13,6 +13,7 @@
 
 import { archOf, AT_FDCWD, O_CLOEXEC, O_PATH, oDirectory, STATX_TYPE } from "./abi.ts";
 import { connectUnix } from "./connect.ts";
+import { Deadline } from "./deadline.ts";
 import type { ConnectOptions } from "./connect.ts";
 import { NotASocketError, SocketNameTooLongError, SyscallError } from "./errors.ts";
 import * as libc from "./ffi/libc.ts";
@@ -79,10 +80,8 @@ export function planFor(path: string, stat: number, wait: boolean): Plan {
  * is closed again; only the connection remains.
  */
 export function locateAndConnect(path: string, options: LocateOptions): Located {
-  const deadline = options.timeout === null ? null : performance.now() + options.timeout * 1000;
   const waiting = {
-    deadline,
-    timeoutSeconds: options.timeout,
+    deadline: Deadline.after(options.timeout),
     warn: options.warn,
     log: options.log,
   };
@@ -106,18 +105,20 @@ export function locateAndConnect(path: string, options: LocateOptions): Located 
     }
     case "await-name": {
       // Say now, not after the wait, that the name can never be reached
-      requireAddressable(path, plan.name);
+      addressable(path, plan.name);
       awaitSocket({ dir: plan.dir, name: plan.name, ...waiting });
       return connectTo(path, plan.dir, plan.name, { retryRefused: true, ...waiting }, options.log);
     }
   }
 }
 
-function requireAddressable(path: string, name: string): void {
+/** How to address `name` (the last part of `path`); throws if no way fits */
+function addressable(path: string, name: string): "direct" | "through-directory" {
   const route = addressRoute(path, name);
   if (route.kind === "too-long") {
     throw new SocketNameTooLongError(path, route.bytes, SUN_PATH_LIMIT);
   }
+  return route.kind;
 }
 
 /** Connects to the socket `path`, which is `name` in `dir`, by the shortest route that fits */
@@ -128,11 +129,7 @@ function connectTo(
   options: ConnectOptions,
   log: (text: string) => void,
 ): Located {
-  const route = addressRoute(path, name);
-  if (route.kind === "too-long") {
-    throw new SocketNameTooLongError(path, route.bytes, SUN_PATH_LIMIT);
-  }
-  if (route.kind === "direct") return { fd: connectUnix(path, options), path };
+  if (addressable(path, name) === "direct") return { fd: connectUnix(path, options), path };
   log(`${path} does not fit sun_path: connecting to ${name} from within ${dir}`);
   const fd = inDirectory(dir, () => connectUnix(path, options, sockaddrUn(name, path)));
   return { fd, path };

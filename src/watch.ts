@@ -54,7 +54,8 @@ import {
   S_IFREG,
   S_IFSOCK,
 } from "./abi.ts";
-import { describeErrno, RuntimeFailure, SyscallError, TimeoutError } from "./errors.ts";
+import type { Deadline } from "./deadline.ts";
+import { describeErrno, RuntimeFailure, SyscallError } from "./errors.ts";
 import * as libc from "./ffi/libc.ts";
 import { joinPath } from "./path.ts";
 
@@ -302,10 +303,8 @@ export interface WatchOptions {
   readonly dir: string;
   /** The one name to wait for (--wait), or null for any *.repair */
   readonly name: string | null;
-  /** performance.now() value after which waiting ends, or null for never */
-  readonly deadline: number | null;
-  /** For the timeout message */
-  readonly timeoutSeconds: number | null;
+  /** When waiting ends (--timeout) */
+  readonly deadline: Deadline;
   /** Prints a `warning:` line */
   readonly warn: (text: string) => void;
   /** Prints a --verbose line */
@@ -492,12 +491,8 @@ class Watch {
     pollView.setInt16(4, POLLIN, true);
     const buf = new Uint8Array(EVENT_BUFFER_SIZE);
     for (;;) {
-      let timeout = -1;
-      if (this.#options.deadline !== null) {
-        const left = this.#options.deadline - performance.now();
-        if (left <= 0) throw new TimeoutError(this.#options.timeoutSeconds ?? 0, this.#awaited);
-        timeout = Math.min(POLL_TIMEOUT_MAX, Math.ceil(left));
-      }
+      const left = this.#options.deadline.remainingMs(this.#awaited);
+      const timeout = left < 0 ? -1 : Math.min(POLL_TIMEOUT_MAX, left);
       const ready = libc.poll(pollfd, 1, timeout);
       if (ready === 0 || ready === -EINTR) continue;
       if (ready < 0) throw new SyscallError("poll", -ready, `Can't wait for ${this.#awaited}`);
