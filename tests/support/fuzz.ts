@@ -26,6 +26,7 @@
 // control data at all) is predicted and checked like any other message.
 
 import { SCM_CREDENTIALS, SCM_RIGHTS, SOL_SOCKET } from "../../src/abi.ts";
+import { commandName } from "../../src/protocol.ts";
 import { Helper, idle, openDescriptors, Scratch } from "./helper.ts";
 import {
   acceptWithin,
@@ -300,10 +301,6 @@ export class Violation extends Error {}
 /** The repair state a command leaves */
 function stateOf(cmd: number): number {
   return cmd === ON ? 1 : 0;
-}
-
-function commandName(cmd: number): string {
-  return cmd === ON ? "ON" : cmd === OFF ? "OFF" : "OFF_NO_WP";
 }
 
 // ---- building messages ----

@@ -10,7 +10,6 @@ import {
   type Family,
   pipe,
   readReply,
-  readSmallFile,
   repairState,
   sendCommand,
   sendRaw,
@@ -23,6 +22,7 @@ import {
 import {
   idle,
   openDescriptors,
+  processState,
   type Session,
   waitUntil,
   WITHOUT_NET_ADMIN,
@@ -191,13 +191,6 @@ Deno.test("after every command the helper holds only the descriptors it held bef
       assert.deepEqual(openDescriptors(s.helper.pid), before, `after command ${cmd}`);
     }
   }));
-
-/** Field 3 of /proc/PID/stat: R, S, T (stopped), ... */
-function processState(pid: number): string {
-  const stat = readSmallFile(`/proc/${pid}/stat`) ?? "";
-  const end = stat.lastIndexOf(")");
-  return stat.slice(end + 2, end + 3);
-}
 
 Deno.test("a descriptor limit too low for the batch: MSG_CTRUNC detected, nothing switched", () =>
   withSession(async (s) => {
