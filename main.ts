@@ -11,10 +11,9 @@ import { HELP, parseCommandLine, USAGE } from "./src/cli.ts";
 import type { Invocation } from "./src/cli.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from "./src/errors.ts";
 import { growDescriptorTable, primeSession } from "./src/fd_table.ts";
-import { peerCredentials } from "./src/ffi/libc.ts";
 import { describeHardening, lockDown } from "./src/harden.ts";
 import { locateAndConnect } from "./src/locate.ts";
-import { printError, printOut, warn } from "./src/log.ts";
+import { printError, printErrorText, printOut, warn } from "./src/log.ts";
 import { commandName } from "./src/protocol.ts";
 import { RepairSession } from "./src/repair.ts";
 import { VERSION } from "./src/version.ts";
@@ -26,7 +25,8 @@ export function main(args: readonly string[]): number {
     invocation = parseCommandLine(args);
   } catch (e) {
     if (e instanceof UsageError) {
-      printError(`${e.message}\n${USAGE}`);
+      printError(e.message);
+      printErrorText(USAGE);
       return EXIT_USAGE;
     }
     throw e;
@@ -100,21 +100,14 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
   // Warm the per-message code before passt can send anything
   primeSession(session);
 
-  const { fd, path } = locateAndConnect(invocation.path, {
+  const { fd, shown, peer } = locateAndConnect(invocation.path, {
     wait: invocation.wait,
     timeout: invocation.timeout,
     warn,
     log,
   });
   channel.attach(fd);
-  if (verbose) {
-    const cred = peerCredentials(fd);
-    log(
-      typeof cred === "number"
-        ? `connected to ${path}`
-        : `connected to ${path} (peer pid ${cred.pid}, uid ${cred.uid}, gid ${cred.gid})`,
-    );
-  }
+  log(`connected to ${shown} (peer pid ${peer.pid}, uid ${peer.uid}, gid ${peer.gid})`);
 
   const end = session.serve();
   const n = session.commands;

@@ -13,6 +13,7 @@ export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const SOCK_STREAM = 1;
 export const SOCK_CLOEXEC = 0o2000000;
+export const SOCK_NONBLOCK = 0o4000;
 export const SOL_SOCKET = 1;
 export const SOL_TCP = 6;
 export const SO_TYPE = 3;
@@ -88,9 +89,13 @@ export const UCRED_GID = 8;
 // statx() (uapi/linux/stat.h): the layout is the same on every architecture
 export const AT_FDCWD = -100;
 export const AT_SYMLINK_NOFOLLOW = 0x100;
+export const AT_EMPTY_PATH = 0x1000;
 export const STATX_TYPE = 0x1;
+export const STATX_MODE = 0x2;
+export const STATX_UID = 0x8;
 export const STATX_INO = 0x100;
 export const STATX_SIZE = 256;
+export const STX_UID = 20;
 export const STX_MODE = 28;
 export const STX_INO = 32;
 export const STX_DEV_MAJOR = 136;
@@ -110,6 +115,10 @@ export const O_CLOEXEC = 0o2000000;
 export const O_PATH = 0o10000000;
 export function oDirectory(arch: Arch): number {
   return arch === "aarch64" ? 0o40000 : 0o200000;
+}
+/** O_NOFOLLOW (arch/arm64/include/uapi/asm/fcntl.h moves it too) */
+export function oNoFollow(arch: Arch): number {
+  return arch === "aarch64" ? 0o100000 : 0o400000;
 }
 
 // inotify (uapi/linux/inotify.h)

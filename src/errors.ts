@@ -8,6 +8,17 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
+// The errno values the program acts on (asm-generic/errno-base.h and
+// asm-generic/errno.h, shared by x86_64 and aarch64)
+export const EPERM = 1;
+export const ENOENT = 2;
+export const EINTR = 4;
+export const EAGAIN = 11;
+export const EACCES = 13;
+export const EINVAL = 22;
+export const ECONNRESET = 104;
+export const ECONNREFUSED = 111;
+
 /** "No such file or directory (ENOENT)": errno as text and symbol, never bare */
 export function describeErrno(errno: number): string {
   const known = ERRNO.get(errno);
@@ -44,11 +55,15 @@ export class NotASocketError extends PasstRepairError {
   }
 }
 
-/** A socket name that cannot be addressed even through its directory */
-export class PathTooLongError extends PasstRepairError {
-  constructor(readonly path: string, readonly bytes: number, limit: number) {
+/**
+ * PATH's last component is a symbolic link: the socket itself must be named,
+ * so that whoever can write next to it cannot point the helper elsewhere
+ */
+export class SymlinkRefusedError extends PasstRepairError {
+  constructor(readonly shown: string) {
     super(
-      `Socket path ${path} is too long: ${bytes} bytes, at most ${limit} fit in sun_path`,
+      `${shown} is a symbolic link: name the socket itself (links are refused, ` +
+        "see SECURITY in passt-repair(1))",
       EXIT_USAGE,
     );
   }
@@ -81,6 +96,15 @@ export class ProtocolError extends PasstRepairError {
   }
 }
 
+/**
+ * Returns `r` when it is not negative; else throws SyscallError for `syscall`
+ * with -r as errno: one line for every "call, then fail with its errno"
+ */
+export function check(r: number, syscall: string, context: string, hint = ""): number {
+  if (r < 0) throw new SyscallError(syscall, -r, context, hint);
+  return r;
+}
+
 /** Waiting for the socket (to appear, or to accept) took longer than --timeout */
 export class TimeoutError extends PasstRepairError {
   constructor(readonly seconds: number, readonly awaited: string) {
@@ -92,19 +116,5 @@ export class TimeoutError extends PasstRepairError {
 export class RuntimeFailure extends PasstRepairError {
   constructor(message: string) {
     super(message, EXIT_FAILURE);
-  }
-}
-
-/**
- * A socket whose name alone does not fit sun_path: it cannot be reached even
- * through its directory
- */
-export class SocketNameTooLongError extends PasstRepairError {
-  constructor(readonly path: string, readonly bytes: number, limit: number) {
-    super(
-      `Socket path ${path} cannot be addressed: its name is ${bytes} bytes, ` +
-        `at most ${limit} fit in sun_path even when connecting through its directory`,
-      EXIT_USAGE,
-    );
   }
 }

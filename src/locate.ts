@@ -1,33 +1,68 @@
-// Finding passt's repair socket and connecting to it (SPEC section 4): the one
-// entry point main.ts calls between startup and serving.
+// From PATH to a connected, checked socket to passt: the one entry point
+// main.ts calls between startup and serving (docs/directory-mode.md).
 //
-// PATH is used exactly as given: never canonicalised, never resolved through
-// symlinks by us, ".." left to the kernel. It is a socket (connect to it), a
-// directory (wait for a *.repair socket in it: watch.ts), or with --wait the
-// name of a socket that may not exist yet (wait for exactly that name).
+// PATH is used exactly as given: never canonicalised, ".." left to the
+// kernel, links in its directory part followed by the kernel (KubeVirt points
+// a short link at a long directory). It is a socket (connect to it), a
+// directory (wait for a *.repair socket in it), or with --wait the name of a
+// socket that may not exist yet (wait for exactly that name).
 //
-// A socket whose full path does not fit sun_path (108 bytes with the NUL) is
-// reached through its directory: that directory becomes the working directory
-// for the connect, the socket is addressed by its name alone, and the previous
-// working directory is restored at once.
+// Nobody but passt steers the helper (docs/security.md):
+//   - the socket itself is never reached through a symbolic link. The entry
+//     is opened with O_PATH | O_NOFOLLOW, checked on that descriptor, and
+//     connected through /proc/self/fd/N, so the file checked is the file
+//     connected to, whatever happens to its name in between. That path
+//     always fits sun_path, so socket paths of any length are reached;
+//   - the peer that accepts (SO_PEERCRED) must run as the owner of the
+//     socket file;
+//   - connect() never blocks: a full backlog is retried like a refusal, and
+//     --timeout bounds every wait;
+//   - one bad entry never ends or stalls a directory wait (candidates.ts),
+//     and warnings about skipped entries are bounded (warnings.ts).
 
-import { archOf, AT_FDCWD, O_CLOEXEC, O_PATH, oDirectory, STATX_TYPE } from "./abi.ts";
-import { connectUnix } from "./connect.ts";
-import { Deadline } from "./deadline.ts";
-import type { ConnectOptions } from "./connect.ts";
-import { NotASocketError, SocketNameTooLongError, SyscallError } from "./errors.ts";
-import * as libc from "./ffi/libc.ts";
 import {
-  addressRoute,
+  AF_UNIX,
+  archOf,
+  AT_FDCWD,
+  O_CLOEXEC,
+  O_PATH,
+  oDirectory,
+  oNoFollow,
+  S_IFLNK,
+  S_IFMT,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+} from "./abi.ts";
+import { type Candidate, CandidateSet, nextBackoff } from "./candidates.ts";
+import { Deadline } from "./deadline.ts";
+import {
+  check,
+  describeErrno,
+  EAGAIN,
+  ECONNREFUSED,
+  EINTR,
+  ENOENT,
+  NotASocketError,
+  RuntimeFailure,
+  SymlinkRefusedError,
+  SyscallError,
+} from "./errors.ts";
+import * as libc from "./ffi/libc.ts";
+import type { FileStatus, PeerCredentials } from "./ffi/libc.ts";
+import {
+  cName,
+  cPath,
   joinPath,
   kindOfMode,
+  procFdPath,
+  show,
+  showBytes,
   sockaddrUn,
   splitPath,
-  SUN_PATH_LIMIT,
 } from "./path.ts";
-import { awaitSocket } from "./watch.ts";
-
-const ENOENT = 2;
+import { WarningBudget } from "./warnings.ts";
+import { DirectoryWatch, isRepairName, REPAIR_SUFFIX, sameName } from "./watch.ts";
 
 export interface LocateOptions {
   /** --wait: PATH names a socket that may not exist yet */
@@ -40,10 +75,11 @@ export interface LocateOptions {
   readonly log: (text: string) => void;
 }
 
-/** The connection to passt, and the socket path it was made to */
+/** The connection to passt, the socket it was made to (shown), and who accepted */
 export interface Located {
   readonly fd: number;
-  readonly path: string;
+  readonly shown: string;
+  readonly peer: PeerCredentials;
 }
 
 /** What to do with PATH, decided from what stat() said about it */
@@ -55,9 +91,9 @@ export type Plan =
   | { readonly kind: "stat-failed"; readonly errno: number };
 
 /**
- * Decides from `stat` (PATH's st_mode, or -errno) and --wait. A directory is
- * watched with or without --wait; with --wait a missing PATH, or one that is
- * not a socket yet, is waited for by name.
+ * Decides from `stat` (PATH's st_mode, links followed, or -errno) and --wait.
+ * A directory is watched with or without --wait; with --wait a missing PATH,
+ * or one that is not a socket yet, is waited for by name.
  */
 export function planFor(path: string, stat: number, wait: boolean): Plan {
   if (stat >= 0) {
@@ -75,93 +111,453 @@ export function planFor(path: string, stat: number, wait: boolean): Plan {
 }
 
 /**
- * Finds the socket PATH leads to, waiting for it as the options say, and
- * connects to it. Every descriptor opened on the way (inotify, directories)
- * is closed again; only the connection remains.
+ * Whether the peer that accepted may serve the helper: it must run as the
+ * owner of the socket file connected to. This proves that whoever listens
+ * is the user who made the socket file; it cannot prove that this user's
+ * process is passt (docs/security.md says what it does not stop).
  */
-export function locateAndConnect(path: string, options: LocateOptions): Located {
-  const waiting = {
-    deadline: Deadline.after(options.timeout),
-    warn: options.warn,
-    log: options.log,
-  };
-  const stat = libc.statMode(AT_FDCWD, path, 0, STATX_TYPE);
-  const plan = planFor(path, stat, options.wait);
-  switch (plan.kind) {
-    case "stat-failed":
-      throw new SyscallError("statx", plan.errno, `Can't stat() ${path}`);
-    case "not-a-socket":
-      throw new NotASocketError(path);
-    case "socket": {
-      const { dir, name } = splitPath(path);
-      const retryRefused = options.wait || options.timeout !== null;
-      return connectTo(path, dir, name, { retryRefused, ...waiting }, options.log);
-    }
-    case "directory": {
-      const name = awaitSocket({ dir: path, name: null, ...waiting });
-      const found = joinPath(path, name);
-      options.log(`found ${found}`);
-      return connectTo(found, path, name, { retryRefused: true, ...waiting }, options.log);
-    }
-    case "await-name": {
-      // Say now, not after the wait, that the name can never be reached
-      addressable(path, plan.name);
-      awaitSocket({ dir: plan.dir, name: plan.name, ...waiting });
-      return connectTo(path, plan.dir, plan.name, { retryRefused: true, ...waiting }, options.log);
-    }
-  }
+export function peerMayServe(peerUid: number, ownerUid: number): boolean {
+  return peerUid === ownerUid;
 }
 
-/** How to address `name` (the last part of `path`); throws if no way fits */
-function addressable(path: string, name: string): "direct" | "through-directory" {
-  const route = addressRoute(path, name);
-  if (route.kind === "too-long") {
-    throw new SocketNameTooLongError(path, route.bytes, SUN_PATH_LIMIT);
-  }
-  return route.kind;
-}
-
-/** Connects to the socket `path`, which is `name` in `dir`, by the shortest route that fits */
-function connectTo(
-  path: string,
-  dir: string,
-  name: string,
-  options: ConnectOptions,
-  log: (text: string) => void,
-): Located {
-  if (addressable(path, name) === "direct") return { fd: connectUnix(path, options), path };
-  log(`${path} does not fit sun_path: connecting to ${name} from within ${dir}`);
-  const fd = inDirectory(dir, () => connectUnix(path, options, sockaddrUn(name, path)));
-  return { fd, path };
+/** The line for a peer that does not own the socket it listens on */
+export function peerMismatch(shown: string, peer: PeerCredentials, ownerUid: number): string {
+  return `${shown} belongs to uid ${ownerUid}, but the process accepting on it ` +
+    `(pid ${peer.pid}) runs as uid ${peer.uid}`;
 }
 
 /**
- * Runs `action` with `dir` as the working directory, then returns to the
- * previous one (so the helper never keeps the socket's directory busy).
+ * Finds the socket PATH leads to, waiting for it as the options say, connects
+ * to it and checks who accepted. Every descriptor opened on the way (inotify,
+ * directories, entries) is closed again; only the connection remains.
  */
-function inDirectory<T>(dir: string, action: () => T): T {
-  const flags = O_PATH | O_CLOEXEC | oDirectory(archOf(Deno.build.arch) ?? "x86_64");
-  const here = libc.openAt(AT_FDCWD, ".", flags);
-  if (here < 0) {
-    throw new SyscallError("openat", -here, "Can't open the working directory to return to it");
+export function locateAndConnect(path: string, options: LocateOptions): Located {
+  const deadline = Deadline.after(options.timeout);
+  const shown = show(path);
+  const status = libc.statx(AT_FDCWD, cPath(path), 0);
+  const plan = planFor(path, typeof status === "number" ? status : status.mode, options.wait);
+  switch (plan.kind) {
+    case "stat-failed":
+      throw new SyscallError("statx", plan.errno, `Can't stat() ${shown}`);
+    case "not-a-socket":
+      throw new NotASocketError(shown);
+    case "socket": {
+      const { dir, name } = splitPath(path);
+      const retryRefused = options.wait || options.timeout !== null;
+      return connectSocketMode(dir, cPath(name), shown, { retryRefused, deadline }, options.log);
+    }
+    case "directory":
+      return new DirectoryWait(path, null, deadline, options).run();
+    case "await-name":
+      return new DirectoryWait(plan.dir, plan.name, deadline, options).run();
   }
+}
+
+// ---- one entry: open it without following it, connect through it ----
+
+const ARCH = archOf(Deno.build.arch) ?? "x86_64";
+const O_DIR_PATH = O_PATH | O_CLOEXEC | oDirectory(ARCH);
+const O_ENTRY_PATH = O_PATH | O_CLOEXEC | oNoFollow(ARCH);
+
+/** An entry opened with O_PATH | O_NOFOLLOW: the descriptor and what it is */
+interface OpenEntry {
+  readonly fd: number;
+  readonly status: FileStatus;
+  /** Identity of the directory it was opened in */
+  readonly dirIdentity: string;
+}
+
+/**
+ * Opens `name` (NUL-terminated) in `dir` without following it if it is a
+ * link (the directory part may be one): the entry, or -errno.
+ */
+function openEntry(dir: string, name: Uint8Array): OpenEntry | number {
+  const dirfd = libc.openAt(AT_FDCWD, cPath(dir), O_DIR_PATH);
+  if (dirfd < 0) return dirfd;
   try {
-    const there = libc.openAt(AT_FDCWD, dir, flags);
-    if (there < 0) {
-      throw new SyscallError("openat", -there, `Can't open directory ${dir} to connect from it`);
+    const dirStatus = libc.statx(dirfd, null, 0);
+    if (typeof dirStatus === "number") return dirStatus;
+    const fd = libc.openAt(dirfd, name, O_ENTRY_PATH);
+    if (fd < 0) return fd;
+    const status = libc.statx(fd, null, 0);
+    if (typeof status === "number") {
+      libc.close(fd);
+      return status;
     }
-    try {
-      const r = libc.fchdir(there);
-      if (r < 0) throw new SyscallError("fchdir", -r, `Can't change into directory ${dir}`);
-      try {
-        return action();
-      } finally {
-        libc.fchdir(here);
-      }
-    } finally {
-      libc.close(there);
-    }
+    return { fd, status, dirIdentity: dirStatus.identity };
   } finally {
-    libc.close(here);
+    libc.close(dirfd);
+  }
+}
+
+/**
+ * A new socket connected to the socket file open as `entry`, through
+ * /proc/self/fd: the descriptor (blocking again), or -errno. Never blocks:
+ * a full backlog answers EAGAIN at once.
+ */
+function connectThrough(entry: number): number {
+  const fd = check(
+    libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0),
+    "socket",
+    "Failed to create a UNIX socket",
+  );
+  const address = sockaddrUn(procFdPath(entry));
+  let r: number;
+  do r = libc.connect(fd, address.bytes, address.length); while (r === -EINTR);
+  if (r === 0) r = libc.makeBlocking(fd);
+  if (r < 0) {
+    libc.close(fd);
+    return r;
+  }
+  return fd;
+}
+
+/** Why connect() failed, for the one line: ENOENT through /proc gets a hint */
+function connectFailure(errno: number, shown: string): SyscallError {
+  return new SyscallError(
+    "connect",
+    errno,
+    `Failed to connect to ${shown}`,
+    errno === ENOENT ? "the helper connects through /proc/self/fd: is /proc mounted?" : "",
+  );
+}
+
+/** Whether a connect() error means "not yet": bound but not listening, or backlog full */
+function notYet(errno: number): boolean {
+  return errno === ECONNREFUSED || errno === EAGAIN;
+}
+
+/** What the wait for a refusing socket says it waits for */
+function acceptance(shown: string, errno: number): string {
+  return `${shown} to accept connections (${describeErrno(errno)})`;
+}
+
+/** Sleeps in the kernel (poll with no descriptors), so waiting costs no CPU */
+function pause(ms: number): void {
+  libc.poll(new Uint8Array(0), 0, Math.max(0, Math.ceil(ms)));
+}
+
+/** The connection's peer, checked against the owner of the file connected to */
+function checkedPeer(fd: number, owner: number, shown: string): PeerCredentials | string {
+  const peer = libc.peerCredentials(fd);
+  if (typeof peer === "number") {
+    return `Can't read the credentials of the process accepting on ${shown}: ${
+      describeErrno(-peer)
+    }`;
+  }
+  return peerMayServe(peer.uid, owner) ? peer : peerMismatch(shown, peer, owner);
+}
+
+// ---- socket mode ----
+
+interface SocketModeOptions {
+  /** Retry ECONNREFUSED (bound, not yet listening) instead of failing */
+  readonly retryRefused: boolean;
+  readonly deadline: Deadline;
+}
+
+/**
+ * Connects to the socket `name` in `dir`. A link there is refused (exit 2);
+ * ECONNREFUSED fails at once unless `retryRefused`; a full backlog is
+ * retried. The entry is opened again for each attempt: passt may replace it.
+ */
+function connectSocketMode(
+  dir: string,
+  name: Uint8Array,
+  shown: string,
+  options: SocketModeOptions,
+  log: (text: string) => void,
+): Located {
+  let backoff = 0;
+  for (;;) {
+    const entry = openEntry(dir, name);
+    if (typeof entry === "number") {
+      throw new SyscallError("openat", -entry, `Can't stat() ${shown}`);
+    }
+    let fd: number;
+    try {
+      const type = entry.status.mode & S_IFMT;
+      if (type === S_IFLNK) throw new SymlinkRefusedError(shown);
+      if (kindOfMode(entry.status.mode) !== "socket") throw new NotASocketError(shown);
+      fd = connectThrough(entry.fd);
+    } finally {
+      libc.close(entry.fd);
+    }
+    if (fd >= 0) {
+      const peer = checkedPeer(fd, entry.status.uid, shown);
+      if (typeof peer === "string") {
+        libc.close(fd);
+        throw new RuntimeFailure(`Refusing ${peer}`);
+      }
+      return { fd, shown, peer };
+    }
+    if (!notYet(-fd) || (-fd === ECONNREFUSED && !options.retryRefused)) {
+      throw connectFailure(-fd, shown);
+    }
+    if (backoff === 0) log(`${shown}: ${describeErrno(-fd)}, retrying`);
+    backoff = nextBackoff(backoff);
+    const left = options.deadline.remainingMs(acceptance(shown, -fd));
+    pause(left < 0 ? backoff : Math.min(backoff, left));
+  }
+}
+
+// ---- directory mode and --wait ----
+
+/** Names shown in one line about several sockets: at most this many */
+const NAMES_SHOWN = 8;
+
+function listNames(names: readonly Uint8Array[]): string {
+  const shown = names.slice(0, NAMES_SHOWN).map(showBytes).join(", ");
+  return names.length > NAMES_SHOWN ? `${shown} and ${names.length - NAMES_SHOWN} more` : shown;
+}
+
+/** The kind of file st_mode describes, in words */
+export function fileTypeName(mode: number): string {
+  switch (mode & S_IFMT) {
+    case 0o140000:
+      return "socket";
+    case 0o100000:
+      return "regular file";
+    case 0o040000:
+      return "directory";
+    case 0o010000:
+      return "FIFO";
+    case S_IFLNK:
+      return "symbolic link";
+    case 0o020000:
+      return "character device";
+    case 0o060000:
+      return "block device";
+    default:
+      return `file of unknown type ${(mode & S_IFMT).toString(8)}`;
+  }
+}
+
+/**
+ * Waits in `dir` for any *.repair socket (`name` null) or for exactly `name`,
+ * and connects to the first candidate that accepts and passes the checks.
+ */
+class DirectoryWait {
+  readonly #dir: string;
+  readonly #exact: Uint8Array | null;
+  readonly #deadline: Deadline;
+  readonly #log: (text: string) => void;
+  readonly #warnings: WarningBudget;
+  readonly #candidates = new CandidateSet();
+  /** Sockets set aside as ambiguous at start, for the timeout's message */
+  #ambiguous: Uint8Array[] = [];
+  /** The last refusal seen, for the timeout's message */
+  #refused: { shown: string; errno: number } | null = null;
+  #watch: DirectoryWatch | null = null;
+
+  constructor(dir: string, name: string | null, deadline: Deadline, options: LocateOptions) {
+    this.#dir = dir;
+    this.#exact = name === null ? null : new TextEncoder().encode(name);
+    this.#deadline = deadline;
+    this.#log = options.log;
+    this.#warnings = new WarningBudget(options.warn);
+  }
+
+  run(): Located {
+    const exact = this.#exact;
+    const wanted = exact === null ? isRepairName : (n: Uint8Array) => sameName(n, exact);
+    const watch = new DirectoryWatch(this.#dir, wanted, this.#log);
+    this.#watch = watch;
+    try {
+      this.#start(watch.list());
+      this.#log(`waiting for ${this.#awaited()}`);
+      return this.#loop(watch);
+    } finally {
+      watch.close();
+      this.#warnings.flush();
+    }
+  }
+
+  #shown(name: Uint8Array): string {
+    return joinPath(show(this.#dir), showBytes(name));
+  }
+
+  /** What is there before any event: one socket is used, several are ambiguous */
+  #start(names: readonly Uint8Array[]): void {
+    const now = performance.now();
+    if (this.#exact !== null || names.length <= 1) {
+      for (const name of names) this.#add(name, now);
+      return;
+    }
+    // Several *.repair entries: those that are sockets make the directory
+    // ambiguous; the others are skipped as usual
+    const sockets: { name: Uint8Array; identity: string }[] = [];
+    for (const name of names) {
+      const entry = openEntry(this.#dir, cName(name));
+      if (typeof entry === "number") {
+        this.#skipFailed(name, -entry);
+        continue;
+      }
+      libc.close(entry.fd);
+      if (kindOfMode(entry.status.mode) === "socket") {
+        sockets.push({ name, identity: entry.status.identity });
+      } else {
+        this.#skipKind(name, entry.status.mode);
+      }
+    }
+    if (sockets.length <= 1) {
+      for (const s of sockets) this.#add(s.name, now);
+      return;
+    }
+    for (const s of sockets) this.#candidates.setAside(s.identity);
+    this.#ambiguous = sockets.map((s) => s.name);
+    this.#warnings.warn(
+      "ambiguous",
+      `${sockets.length} sockets named *${REPAIR_SUFFIX} in ${show(this.#dir)}, ignoring them ` +
+        `all as ambiguous (${listNames(this.#ambiguous)}); waiting for a new one`,
+    );
+  }
+
+  #add(name: Uint8Array, now: number): void {
+    if (!this.#candidates.add(name, now)) {
+      this.#warnings.warn(
+        "too many candidates",
+        `skipping ${this.#shown(name)}: ${this.#candidates.size} sockets are already being tried`,
+      );
+    }
+  }
+
+  #loop(watch: DirectoryWatch): Located {
+    for (;;) {
+      const now = performance.now();
+      for (const candidate of this.#candidates.due(now)) {
+        const found = this.#attempt(candidate, now);
+        if (found !== null) return found;
+      }
+      const left = this.#deadline.remainingMs(this.#awaited());
+      const next = this.#candidates.nextDueIn(performance.now());
+      const wait = next === null
+        ? left
+        : left < 0
+        ? Math.ceil(next)
+        : Math.min(left, Math.ceil(next));
+      for (const step of watch.next(wait)) {
+        switch (step.kind) {
+          case "entry":
+            this.#add(step.name, performance.now());
+            break;
+          case "rescan":
+            this.#log(`inotify queue overflowed: listing ${show(this.#dir)} again`);
+            for (const name of watch.list()) this.#add(name, performance.now());
+            break;
+          case "gone":
+            throw this.#gone(step.reason);
+          case "recheck":
+            if (!watch.stillThere()) throw this.#gone(step.reason);
+            break;
+        }
+      }
+    }
+  }
+
+  /** One attempt at `candidate`: the connection, or null (retry later, or dropped) */
+  #attempt(candidate: Candidate, now: number): Located | null {
+    const { name } = candidate;
+    const entry = openEntry(this.#dir, cName(name));
+    if (typeof entry === "number") {
+      this.#candidates.drop(candidate);
+      // A socket that refused before and is gone now is simply gone
+      if (candidate.backoffMs === 0 || entry !== -ENOENT) this.#skipFailed(name, -entry);
+      return null;
+    }
+    let fd: number;
+    try {
+      if (entry.dirIdentity !== this.#watch!.identity) {
+        // PATH names another directory now: the watch will say so
+        this.#candidates.drop(candidate);
+        return null;
+      }
+      const { mode, identity } = entry.status;
+      if (kindOfMode(mode) !== "socket") {
+        this.#candidates.drop(candidate);
+        this.#skipKind(name, mode);
+        return null;
+      }
+      if (this.#candidates.isSetAside(identity)) {
+        this.#candidates.drop(candidate);
+        return null;
+      }
+      fd = connectThrough(entry.fd);
+      if (fd < 0 && notYet(-fd)) {
+        if (candidate.backoffMs === 0) {
+          this.#log(`${this.#shown(name)}: ${describeErrno(-fd)}, retrying`);
+        }
+        this.#refused = { shown: this.#shown(name), errno: -fd };
+        this.#candidates.retryLater(candidate, now);
+        return null;
+      }
+      this.#candidates.drop(candidate);
+      if (fd < 0) {
+        this.#candidates.setAside(identity);
+        this.#warnings.warn(
+          `connect() failed: ${describeErrno(-fd)}`,
+          `skipping ${this.#shown(name)}: ${connectFailure(-fd, "it").message}`,
+        );
+        return null;
+      }
+      const shown = this.#shown(name);
+      const peer = checkedPeer(fd, entry.status.uid, shown);
+      if (typeof peer === "string") {
+        libc.close(fd);
+        this.#candidates.setAside(identity);
+        this.#warnings.warn("not served by its owner", `skipping ${peer}`);
+        return null;
+      }
+      this.#log(`found ${shown}`);
+      return { fd, shown, peer };
+    } finally {
+      libc.close(entry.fd);
+    }
+  }
+
+  #skipKind(name: Uint8Array, mode: number): void {
+    const type = fileTypeName(mode);
+    this.#warnings.warn(
+      type,
+      (mode & S_IFMT) === S_IFLNK
+        ? `skipping ${this.#shown(name)}: it is a symbolic link (links are refused: ` +
+          "the socket itself must be in the directory)"
+        : `skipping ${this.#shown(name)}: it is a ${type}, not a socket`,
+    );
+  }
+
+  #skipFailed(name: Uint8Array, errno: number): void {
+    if (errno === ENOENT) {
+      this.#warnings.warn(
+        "removed before it could be checked",
+        `skipping ${this.#shown(name)}: it was removed before it could be checked`,
+      );
+    } else {
+      this.#warnings.warn(
+        `Can't open: ${describeErrno(errno)}`,
+        `skipping ${this.#shown(name)}: Can't open it: ${describeErrno(errno)}`,
+      );
+    }
+  }
+
+  /** What the wait is for, in words, for --verbose and the timeout */
+  #awaited(): string {
+    const refused = this.#refused;
+    if (refused !== null && this.#candidates.size > 0) {
+      return acceptance(refused.shown, refused.errno);
+    }
+    if (this.#exact !== null) return `${this.#shown(this.#exact)} to appear`;
+    if (this.#ambiguous.length > 0) {
+      return `a new socket named *${REPAIR_SUFFIX} in ${show(this.#dir)} (ignoring ${
+        listNames(this.#ambiguous)
+      })`;
+    }
+    return `a socket named *${REPAIR_SUFFIX} in ${show(this.#dir)}`;
+  }
+
+  #gone(reason: string): RuntimeFailure {
+    return new RuntimeFailure(
+      `Directory ${show(this.#dir)} was ${reason} while waiting for ${this.#awaited()}`,
+    );
   }
 }

@@ -2,6 +2,8 @@
 // is one line on stderr. Writes are synchronous so that a line is out before
 // the process exits.
 
+import { oneLine } from "./path.ts";
+
 const encoder = new TextEncoder();
 
 function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): void {
@@ -12,10 +14,19 @@ function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): voi
   }
 }
 
-/** One line on stderr; a failure to write it is not worth dying for */
+/**
+ * One line on stderr, made one line whatever it holds (oneLine() escapes
+ * any control character a caller forgot to show()); a failure to write it
+ * is not worth dying for
+ */
 export function printError(line: string): void {
+  printErrorText(oneLine(line.endsWith("\n") ? line.slice(0, -1) : line));
+}
+
+/** Text of our own on stderr, as it is (the usage lines) */
+export function printErrorText(text: string): void {
   try {
-    writeAll(Deno.stderr, line.endsWith("\n") ? line : line + "\n");
+    writeAll(Deno.stderr, text.endsWith("\n") ? text : text + "\n");
   } catch {
     // stderr closed: nothing better to do
   }

@@ -1,29 +1,30 @@
-// Directory mode: wait for passt's repair socket to appear in a directory.
+// Directory mode: watching a directory for passt's repair socket.
 //
-// The order that misses nothing: set the inotify watch first, then look at
-// what already exists, then read events. Everything created or moved in after
-// the watch is set produces an event; everything before it is in the listing.
-// If the kernel's event queue overflows (IN_Q_OVERFLOW), events were lost:
-// look again.
+// The order that misses nothing: set the inotify watch first, then list what
+// already exists, then read events. Everything created or moved in after the
+// watch is set produces an event; everything before it is in the listing. If
+// the kernel's event queue overflows (IN_Q_OVERFLOW), events were lost: list
+// again.
 //
 // No descriptor of the watched directory is held while waiting: one would
 // keep the kernel from reporting the directory's deletion (IN_DELETE_SELF is
 // sent only when the last reference goes). For the same reason, since another
 // process may hold it open, the parent is watched too: when a directory is
 // deleted or moved out of it, PATH is looked up again, and if it no longer
-// names the directory we watch, we fail instead of waiting forever.
+// names the directory we watch, waiting ends.
 //
-// The first half of this file is pure (parsing event and directory buffers,
+// This module only reports names; locate.ts decides what they are and
+// whether to connect (docs/directory-mode.md). Names are kept as the bytes the
+// kernel gave, so a name that is not UTF-8 is still reached, and shown
+// escaped. The first half is pure (parsing event and directory buffers,
 // deciding what an event means), unit-tested with synthetic buffers; the
 // second half makes the native calls, blocking in poll().
 
 import {
   archOf,
   AT_FDCWD,
-  AT_SYMLINK_NOFOLLOW,
   DIRENT_NAME,
   DIRENT_RECLEN,
-  DIRENT_TYPE,
   IN_CLOEXEC,
   IN_CREATE,
   IN_DELETE,
@@ -45,57 +46,45 @@ import {
   POLL_TIMEOUT_MAX,
   POLLFD_SIZE,
   POLLIN,
-  S_IFBLK,
-  S_IFCHR,
-  S_IFDIR,
-  S_IFIFO,
-  S_IFLNK,
-  S_IFMT,
-  S_IFREG,
-  S_IFSOCK,
 } from "./abi.ts";
-import type { Deadline } from "./deadline.ts";
-import { describeErrno, RuntimeFailure, SyscallError } from "./errors.ts";
+import { describeErrno, EAGAIN, EINTR, RuntimeFailure, SyscallError } from "./errors.ts";
 import * as libc from "./ffi/libc.ts";
-import { joinPath } from "./path.ts";
-
-const EINTR = 4;
-const EAGAIN = 11;
-const ENOENT = 2;
+import { cPath, joinPath, show } from "./path.ts";
 
 /** passt's repair socket is its vhost-user socket path with this appended */
 export const REPAIR_SUFFIX = ".repair";
+const SUFFIX_BYTES = new TextEncoder().encode(REPAIR_SUFFIX);
 
 /** Whether an entry's name makes it a candidate (".repair" alone counts) */
-export function isRepairName(name: string): boolean {
-  return name.endsWith(REPAIR_SUFFIX);
+export function isRepairName(name: Uint8Array): boolean {
+  if (name.length < SUFFIX_BYTES.length) return false;
+  const tail = name.length - SUFFIX_BYTES.length;
+  for (let i = 0; i < SUFFIX_BYTES.length; i++) {
+    if (name[tail + i] !== SUFFIX_BYTES[i]) return false;
+  }
+  return true;
+}
+
+/** Whether two names are the same bytes */
+export function sameName(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 // ---- pure: inotify event buffers ----
 
-/** One struct inotify_event, with its name decoded */
+/** One struct inotify_event */
 export interface InotifyEvent {
   readonly wd: number;
   readonly mask: number;
   readonly cookie: number;
-  /** The entry's name ("" for events about the watched directory itself) */
-  readonly name: string;
-  /** False when the name is not valid UTF-8 (`name` then holds U+FFFD) */
-  readonly utf8: boolean;
+  /** The entry's name, without NUL padding (empty for the directory itself) */
+  readonly name: Uint8Array;
 }
 
-const strict = new TextDecoder("utf-8", { fatal: true });
-const lenient = new TextDecoder("utf-8");
-
-/** A file name from `bytes`, which ends at the first NUL (names are NUL-padded) */
-export function decodeName(bytes: Uint8Array): { name: string; utf8: boolean } {
+/** A copy of `bytes` up to the first NUL (names are NUL-padded) */
+export function nameBytes(bytes: Uint8Array): Uint8Array {
   const end = bytes.indexOf(0);
-  const raw = end < 0 ? bytes : bytes.subarray(0, end);
-  try {
-    return { name: strict.decode(raw), utf8: true };
-  } catch {
-    return { name: lenient.decode(raw), utf8: false };
-  }
+  return (end < 0 ? bytes : bytes.subarray(0, end)).slice();
 }
 
 /**
@@ -117,13 +106,11 @@ export function parseInotifyEvents(buf: Uint8Array, length: number): InotifyEven
     if (end > length) {
       throw new RuntimeFailure(`inotify returned a truncated event at byte ${off} of ${length}`);
     }
-    const { name, utf8 } = decodeName(buf.subarray(off + INOTIFY_EVENT_HDR, end));
     events.push({
       wd: view.getInt32(off, true),
       mask: view.getUint32(off + 4, true),
       cookie: view.getUint32(off + 8, true),
-      name,
-      utf8,
+      name: nameBytes(buf.subarray(off + INOTIFY_EVENT_HDR, end)),
     });
     off = end;
   }
@@ -132,17 +119,13 @@ export function parseInotifyEvents(buf: Uint8Array, length: number): InotifyEven
 
 // ---- pure: getdents64 buffers ----
 
-/** One struct linux_dirent64: the name and d_type (DT_*) */
-export interface DirectoryEntry {
-  readonly name: string;
-  readonly utf8: boolean;
-  readonly type: number;
-}
+const DOT = new Uint8Array([0x2e]);
+const DOTDOT = new Uint8Array([0x2e, 0x2e]);
 
-/** Every entry in the first `length` bytes of a getdents64() buffer, but "." and ".." */
-export function parseDirents(buf: Uint8Array, length: number): DirectoryEntry[] {
+/** The names in the first `length` bytes of a getdents64() buffer, but "." and ".." */
+export function parseDirents(buf: Uint8Array, length: number): Uint8Array[] {
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const entries: DirectoryEntry[] = [];
+  const names: Uint8Array[] = [];
   let off = 0;
   while (off < length) {
     const recordLength = off + DIRENT_NAME <= length
@@ -151,13 +134,11 @@ export function parseDirents(buf: Uint8Array, length: number): DirectoryEntry[] 
     if (recordLength <= DIRENT_NAME || off + recordLength > length) {
       throw new RuntimeFailure(`getdents64 returned a malformed entry at byte ${off} of ${length}`);
     }
-    const { name, utf8 } = decodeName(buf.subarray(off + DIRENT_NAME, off + recordLength));
-    if (name !== "." && name !== "..") {
-      entries.push({ name, utf8, type: view.getUint8(off + DIRENT_TYPE) });
-    }
+    const name = nameBytes(buf.subarray(off + DIRENT_NAME, off + recordLength));
+    if (!sameName(name, DOT) && !sameName(name, DOTDOT)) names.push(name);
     off += recordLength;
   }
-  return entries;
+  return names;
 }
 
 // ---- pure: what events mean ----
@@ -167,10 +148,8 @@ export type GoneReason = "deleted" | "moved away" | "unmounted";
 
 /** What the watcher must do about an event */
 export type WatchStep =
-  /** A wanted name was created or moved in: check whether it is a socket */
-  | { readonly kind: "entry"; readonly name: string }
-  /** A wanted-looking name that is not valid UTF-8: skip it, with a warning */
-  | { readonly kind: "undecodable"; readonly name: string }
+  /** A wanted name was created or moved in: look at it */
+  | { readonly kind: "entry"; readonly name: Uint8Array }
   /** Events were lost: list the directory again */
   | { readonly kind: "rescan" }
   /** The watch is gone with the directory: fail */
@@ -191,7 +170,7 @@ export interface WatchIds {
 export function stepsFor(
   events: readonly InotifyEvent[],
   ids: WatchIds,
-  wanted: (name: string) => boolean,
+  wanted: (name: Uint8Array) => boolean,
 ): WatchStep[] {
   const steps: WatchStep[] = [];
   for (const e of events) {
@@ -214,102 +193,13 @@ export function stepsFor(
     } else if (e.mask & IN_ISDIR && e.mask & IN_MOVED_FROM) {
       steps.push({ kind: "recheck", reason: "moved away" });
     } else if (onDir && e.mask & (IN_CREATE | IN_MOVED_TO) && wanted(e.name)) {
-      steps.push(e.utf8 ? { kind: "entry", name: e.name } : { kind: "undecodable", name: e.name });
+      steps.push({ kind: "entry", name: e.name });
     }
   }
   return steps;
 }
 
-// ---- pure: what an entry is, and what to say about it ----
-
-/** What a candidate entry turned out to be */
-export type Inspection =
-  | { readonly kind: "socket"; readonly identity: string }
-  | { readonly kind: "not-socket"; readonly mode: number }
-  | { readonly kind: "dangling-symlink" }
-  | { readonly kind: "vanished" }
-  | { readonly kind: "failed"; readonly errno: number };
-
-/** The kind of file st_mode describes, in words */
-export function fileTypeName(mode: number): string {
-  switch (mode & S_IFMT) {
-    case S_IFSOCK:
-      return "socket";
-    case S_IFREG:
-      return "regular file";
-    case S_IFDIR:
-      return "directory";
-    case S_IFIFO:
-      return "FIFO";
-    case S_IFLNK:
-      return "symbolic link";
-    case S_IFCHR:
-      return "character device";
-    case S_IFBLK:
-      return "block device";
-    default:
-      return `file of unknown type ${(mode & S_IFMT).toString(8)}`;
-  }
-}
-
-/** Why the entry at `path` is skipped, for a `warning:` line (never for sockets) */
-export function skipReason(path: string, inspection: Inspection): string {
-  switch (inspection.kind) {
-    case "socket":
-      return `skipping ${path}: it is a socket`;
-    case "not-socket":
-      return `skipping ${path}: it is a ${fileTypeName(inspection.mode)}, not a socket`;
-    case "dangling-symlink":
-      return `skipping ${path}: it is a symbolic link to nothing`;
-    case "vanished":
-      return `skipping ${path}: it was removed before it could be checked`;
-    case "failed":
-      return `skipping ${path}: Can't stat() it: ${describeErrno(inspection.errno)}`;
-  }
-}
-
-/** A socket found by listing the directory */
-export interface FoundSocket {
-  readonly name: string;
-  readonly identity: string;
-}
-
-/** What a listing decides */
-export type ScanChoice =
-  | { readonly kind: "use"; readonly name: string }
-  | { readonly kind: "ambiguous"; readonly sockets: readonly FoundSocket[] }
-  | { readonly kind: "none" };
-
-/**
- * Decides from the sockets a listing found, leaving out those already
- * ignored (same name, same file): exactly one new socket is used; several
- * mean a shared, ambiguous directory, so none of them is.
- */
-export function chooseSocket(
-  found: readonly FoundSocket[],
-  ignored: ReadonlyMap<string, string>,
-): ScanChoice {
-  const fresh = found.filter((s) => ignored.get(s.name) !== s.identity);
-  if (fresh.length === 0) return { kind: "none" };
-  if (fresh.length === 1) return { kind: "use", name: fresh[0]!.name };
-  return { kind: "ambiguous", sockets: fresh };
-}
-
 // ---- native: the watch itself ----
-
-/** What to wait for, and how to report */
-export interface WatchOptions {
-  /** The directory, exactly as given */
-  readonly dir: string;
-  /** The one name to wait for (--wait), or null for any *.repair */
-  readonly name: string | null;
-  /** When waiting ends (--timeout) */
-  readonly deadline: Deadline;
-  /** Prints a `warning:` line */
-  readonly warn: (text: string) => void;
-  /** Prints a --verbose line */
-  readonly log: (text: string) => void;
-}
 
 const WATCH_MASK = IN_CREATE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
 // IN_MASK_ADD: when the parent is the directory itself ("/"), add to its mask
@@ -319,228 +209,103 @@ const PARENT_MASK = IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR | IN_MASK_ADD;
 const EVENT_BUFFER_SIZE = 64 * 1024;
 const DIRENT_BUFFER_SIZE = 32 * 1024;
 
-/** What the socket name must look like, in words */
-function describeTarget(options: WatchOptions): string {
-  return options.name === null
-    ? `a socket named *${REPAIR_SUFFIX} in ${options.dir}`
-    : `${joinPath(options.dir, options.name)} to appear`;
-}
-
 /**
- * Waits until a usable socket appears in `options.dir` and returns its name.
- * Blocks in poll(); every descriptor it opens is closed before it returns or
- * throws. Throws TimeoutError at the deadline, RuntimeFailure when the
- * directory goes away, SyscallError when it cannot be watched.
+ * An inotify watch on one directory (and its parent). Open it, list(), then
+ * next() until done; close() always. It holds the inotify descriptor only.
  */
-export function awaitSocket(options: WatchOptions): string {
-  const inotify = libc.inotifyInit(IN_NONBLOCK | IN_CLOEXEC);
-  if (inotify < 0) {
-    throw new SyscallError("inotify_init1", -inotify, `Can't watch directory ${options.dir}`);
-  }
-  try {
-    return new Watch(inotify, options).run();
-  } finally {
-    libc.close(inotify);
-  }
-}
-
-class Watch {
+export class DirectoryWatch {
+  readonly dir: string;
+  /** "major:minor:inode" of the directory watched */
+  readonly identity: string;
   readonly #fd: number;
-  readonly #options: WatchOptions;
-  readonly #wanted: (name: string) => boolean;
-  #ids: WatchIds = { dir: -1, parent: null };
-  #identity = "";
-  /** Sockets a listing found ambiguous: name -> identity */
-  readonly #ignored = new Map<string, string>();
-  /** Names already warned about by a listing, so a rescan does not repeat them */
-  readonly #warned = new Set<string>();
-  #awaited: string;
+  readonly #ids: WatchIds;
+  readonly #wanted: (name: Uint8Array) => boolean;
+  readonly #pollfd = new Uint8Array(POLLFD_SIZE);
+  readonly #buf = new Uint8Array(EVENT_BUFFER_SIZE);
 
-  constructor(fd: number, options: WatchOptions) {
+  /**
+   * Watches `dir` for names `wanted` accepts. `log` gets --verbose lines.
+   * Throws SyscallError when the directory cannot be watched.
+   */
+  constructor(dir: string, wanted: (name: Uint8Array) => boolean, log: (text: string) => void) {
+    this.dir = dir;
+    this.#wanted = wanted;
+    const fd = libc.inotifyInit(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) throw new SyscallError("inotify_init1", -fd, `Can't watch directory ${show(dir)}`);
     this.#fd = fd;
-    this.#options = options;
-    const exact = options.name;
-    this.#wanted = exact === null ? isRepairName : (name) => name === exact;
-    this.#awaited = describeTarget(options);
-  }
-
-  run(): string {
-    const { dir } = this.#options;
-    // The watch first, then the look at what exists: nothing falls between
-    const wd = libc.inotifyAddWatch(this.#fd, dir, WATCH_MASK);
-    if (wd < 0) throw new SyscallError("inotify_add_watch", -wd, `Can't watch directory ${dir}`);
-    const status = libc.statStatus(AT_FDCWD, dir, 0);
-    if (typeof status === "number") {
-      throw new SyscallError("statx", -status, `Can't stat() ${dir}`);
-    }
-    this.#identity = status.identity;
-    // "dir/..": the kernel resolves PATH (symlinks included), then its parent
-    const parent = libc.inotifyAddWatch(this.#fd, joinPath(dir, ".."), PARENT_MASK);
-    if (parent < 0) {
-      this.#options.log(
-        `cannot watch the parent of ${dir} (${describeErrno(-parent)}): ` +
-          "its deletion is noticed only once nothing holds it open",
-      );
-    }
-    this.#ids = { dir: wd, parent: parent < 0 ? null : parent };
-
-    const existing = this.#scan();
-    if (existing !== null) return existing;
-    this.#options.log(`waiting for ${this.#awaited}`);
-    return this.#wait();
-  }
-
-  /** Looks at what the directory holds now: the name to use, or null */
-  #scan(): string | null {
-    const exact = this.#options.name;
-    if (exact !== null) {
-      const inspection = this.#inspect(exact);
-      if (inspection.kind === "socket") return exact;
-      // Not there (yet) is what we are waiting for; anything else is worth a word
-      if (inspection.kind !== "vanished" && !this.#warned.has(exact)) {
-        this.#warned.add(exact);
-        this.#options.warn(skipReason(this.#path(exact), inspection));
+    try {
+      // The watch first, then the look at what exists: nothing falls between
+      const wd = libc.inotifyAddWatch(fd, cPath(dir), WATCH_MASK);
+      if (wd < 0) {
+        throw new SyscallError("inotify_add_watch", -wd, `Can't watch directory ${show(dir)}`);
       }
-      return null;
-    }
-    const found: FoundSocket[] = [];
-    for (const entry of this.#list()) {
-      if (!isRepairName(entry.name)) continue;
-      if (!entry.utf8) {
-        this.#warnOnce(entry.name, this.#undecodable(entry.name));
-        continue;
+      const status = libc.statx(AT_FDCWD, cPath(dir), 0);
+      if (typeof status === "number") {
+        throw new SyscallError("statx", -status, `Can't stat() ${show(dir)}`);
       }
-      const inspection = this.#inspect(entry.name);
-      if (inspection.kind === "socket") {
-        found.push({ name: entry.name, identity: inspection.identity });
-      } else {
-        this.#warnOnce(entry.name, skipReason(this.#path(entry.name), inspection));
+      this.identity = status.identity;
+      // "dir/..": the kernel resolves PATH (symlinks included), then its parent
+      const parent = libc.inotifyAddWatch(fd, cPath(joinPath(dir, "..")), PARENT_MASK);
+      if (parent < 0) {
+        log(
+          `cannot watch the parent of ${show(dir)} (${describeErrno(-parent)}): ` +
+            "its deletion is noticed only once nothing holds it open",
+        );
       }
+      this.#ids = { dir: wd, parent: parent < 0 ? null : parent };
+    } catch (e) {
+      libc.close(fd);
+      throw e;
     }
-    const choice = chooseSocket(found, this.#ignored);
-    if (choice.kind === "use") return choice.name;
-    if (choice.kind === "ambiguous") {
-      for (const s of choice.sockets) this.#ignored.set(s.name, s.identity);
-      const names = choice.sockets.map((s) => s.name).join(", ");
-      this.#options.warn(
-        `${choice.sockets.length} sockets named *${REPAIR_SUFFIX} in ${this.#options.dir}, ` +
-          `ignoring them all as ambiguous (${names}); waiting for a new one`,
-      );
-      this.#awaited = `a new socket named *${REPAIR_SUFFIX} in ${this.#options.dir} ` +
-        `(ignoring ${[...this.#ignored.keys()].join(", ")})`;
-    }
-    return null;
+    const view = new DataView(this.#pollfd.buffer);
+    view.setInt32(0, fd, true);
+    view.setInt16(4, POLLIN, true);
   }
 
-  #warnOnce(name: string, text: string): void {
-    if (this.#warned.has(name)) return;
-    this.#warned.add(name);
-    this.#options.warn(text);
-  }
-
-  #undecodable(name: string): string {
-    return `skipping an entry of ${this.#options.dir} whose name is not valid UTF-8 (${name})`;
-  }
-
-  #path(name: string): string {
-    return joinPath(this.#options.dir, name);
-  }
-
-  /** What the entry `name` is: stat()ed through symlinks, as connect() will see it */
-  #inspect(name: string): Inspection {
-    const path = this.#path(name);
-    const status = libc.statStatus(AT_FDCWD, path, 0);
-    if (typeof status !== "number") {
-      return (status.mode & S_IFMT) === S_IFSOCK
-        ? { kind: "socket", identity: status.identity }
-        : { kind: "not-socket", mode: status.mode };
-    }
-    if (status !== -ENOENT) return { kind: "failed", errno: -status };
-    const link = libc.statStatus(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW);
-    if (typeof link !== "number" && (link.mode & S_IFMT) === S_IFLNK) {
-      return { kind: "dangling-symlink" };
-    }
-    return { kind: "vanished" };
-  }
-
-  /** Every entry of the directory, read with getdents64() */
-  #list(): DirectoryEntry[] {
-    const { dir } = this.#options;
+  /** Every wanted name the directory holds now, read with getdents64() */
+  list(): Uint8Array[] {
     const flags = O_RDONLY | O_CLOEXEC | oDirectory(archOf(Deno.build.arch) ?? "x86_64");
-    const fd = libc.openAt(AT_FDCWD, dir, flags);
-    if (fd < 0) throw new SyscallError("openat", -fd, `Can't list directory ${dir}`);
+    const fd = libc.openAt(AT_FDCWD, cPath(this.dir), flags);
+    if (fd < 0) throw new SyscallError("openat", -fd, `Can't list directory ${show(this.dir)}`);
     try {
       const buf = new Uint8Array(DIRENT_BUFFER_SIZE);
-      const entries: DirectoryEntry[] = [];
+      const names: Uint8Array[] = [];
       for (;;) {
         const n = libc.getdents64(fd, buf);
-        if (n === 0) return entries;
-        if (n < 0) throw new SyscallError("getdents64", -n, `Can't list directory ${dir}`);
-        entries.push(...parseDirents(buf, n));
+        if (n === 0) return names;
+        if (n < 0) {
+          throw new SyscallError("getdents64", -n, `Can't list directory ${show(this.dir)}`);
+        }
+        for (const name of parseDirents(buf, n)) if (this.#wanted(name)) names.push(name);
       }
     } finally {
       libc.close(fd);
     }
   }
 
-  /** Blocks in poll() until a usable socket appears; returns its name */
-  #wait(): string {
-    const pollfd = new Uint8Array(POLLFD_SIZE);
-    const pollView = new DataView(pollfd.buffer);
-    pollView.setInt32(0, this.#fd, true);
-    pollView.setInt16(4, POLLIN, true);
-    const buf = new Uint8Array(EVENT_BUFFER_SIZE);
-    for (;;) {
-      const left = this.#options.deadline.remainingMs(this.#awaited);
-      const timeout = left < 0 ? -1 : Math.min(POLL_TIMEOUT_MAX, left);
-      const ready = libc.poll(pollfd, 1, timeout);
-      if (ready === 0 || ready === -EINTR) continue;
-      if (ready < 0) throw new SyscallError("poll", -ready, `Can't wait for ${this.#awaited}`);
-      const n = libc.read(this.#fd, buf);
-      if (n === -EAGAIN || n === -EINTR) continue;
-      if (n < 0) throw new SyscallError("read", -n, `Can't read inotify events`);
-      if (n === 0) throw new RuntimeFailure("Can't read inotify events: end of file");
-      const found = this.#handle(stepsFor(parseInotifyEvents(buf, n), this.#ids, this.#wanted));
-      if (found !== null) return found;
-    }
+  /**
+   * Waits up to `timeoutMs` (-1: no limit) for events and returns what they
+   * mean; an empty list when the time ran out or nothing wanted happened.
+   */
+  next(timeoutMs: number): WatchStep[] {
+    const timeout = timeoutMs < 0 ? -1 : Math.min(POLL_TIMEOUT_MAX, timeoutMs);
+    const ready = libc.poll(this.#pollfd, 1, timeout);
+    if (ready === 0 || ready === -EINTR) return [];
+    if (ready < 0) throw new SyscallError("poll", -ready, `Can't wait on ${show(this.dir)}`);
+    const n = libc.read(this.#fd, this.#buf);
+    if (n === -EAGAIN || n === -EINTR) return [];
+    if (n < 0) throw new SyscallError("read", -n, "Can't read inotify events");
+    if (n === 0) throw new RuntimeFailure("Can't read inotify events: end of file");
+    return stepsFor(parseInotifyEvents(this.#buf, n), this.#ids, this.#wanted);
   }
 
-  /** Acts on one read's steps: the name to use, or null to keep waiting */
-  #handle(steps: readonly WatchStep[]): string | null {
-    for (const step of steps) {
-      switch (step.kind) {
-        case "entry": {
-          const inspection = this.#inspect(step.name);
-          if (inspection.kind === "socket") return step.name;
-          this.#options.warn(skipReason(this.#path(step.name), inspection));
-          break;
-        }
-        case "undecodable":
-          this.#options.warn(this.#undecodable(step.name));
-          break;
-        case "rescan": {
-          this.#options.log(`inotify queue overflowed: listing ${this.#options.dir} again`);
-          const found = this.#scan();
-          if (found !== null) return found;
-          break;
-        }
-        case "gone":
-          throw this.#gone(step.reason);
-        case "recheck": {
-          const now = libc.statStatus(AT_FDCWD, this.#options.dir, 0);
-          if (typeof now === "number" || now.identity !== this.#identity) {
-            throw this.#gone(step.reason);
-          }
-          break;
-        }
-      }
-    }
-    return null;
+  /** Whether PATH still names the directory being watched */
+  stillThere(): boolean {
+    const now = libc.statx(AT_FDCWD, cPath(this.dir), 0);
+    return typeof now !== "number" && now.identity === this.identity;
   }
 
-  #gone(reason: GoneReason): RuntimeFailure {
-    return new RuntimeFailure(
-      `Directory ${this.#options.dir} was ${reason} while waiting for ${this.#awaited}`,
-    );
+  close(): void {
+    libc.close(this.#fd);
   }
 }

@@ -14,6 +14,7 @@
 // before the ffi permission is revoked.
 
 import {
+  AT_EMPTY_PATH,
   CONTROL_SIZE,
   IOV_BASE,
   IOV_LEN,
@@ -34,12 +35,15 @@ import {
   SOL_SOCKET,
   SOL_TCP,
   STATX_INO,
+  STATX_MODE,
   STATX_SIZE,
   STATX_TYPE,
+  STATX_UID,
   STX_DEV_MAJOR,
   STX_DEV_MINOR,
   STX_INO,
   STX_MODE,
+  STX_UID,
   TCP_REPAIR,
   UCRED_GID,
   UCRED_PID,
@@ -74,17 +78,14 @@ const SYMBOLS = {
   getsockopt: { parameters: [int, int, int, buffer, buffer], result: int },
   // int close(int fd)
   close: { parameters: [int], result: int },
-  // int fcntl(int fd, int cmd, int arg): only F_DUPFD_CLOEXEC
+  // int fcntl(int fd, int cmd, int arg): F_DUPFD_CLOEXEC, and F_SETFL to make
+  // the connection to passt blocking once connected
   fcntl: { parameters: [int, int, int], result: int },
   // int statx(int dirfd, const char *path, int flags, unsigned int mask,
   //           struct statx *buf)
   statx: { parameters: [int, buffer, int, uint, buffer], result: int },
   // int openat(int dirfd, const char *path, int flags, mode_t mode)
   openat: { parameters: [int, buffer, int, uint], result: int },
-  // int fchdir(int fd): only to connect to a socket whose full path does not
-  // fit sun_path, by its name relative to its directory; the previous working
-  // directory is restored right after
-  fchdir: { parameters: [int], result: int },
   // ssize_t getdents64(int fd, void *dirp, size_t count)
   getdents64: { parameters: [int, buffer, size_t], result: ssize_t_small },
   // int inotify_init1(int flags)
@@ -238,51 +239,54 @@ export function peerCredentials(fd: number): PeerCredentials | number {
   };
 }
 
-/**
- * statx() of `path` relative to `dirfd` (AT_FDCWD for the working directory):
- * st_mode, or -errno. `flags` may hold AT_SYMLINK_NOFOLLOW.
- */
-export function statMode(dirfd: number, path: string, flags: number, mask: number): number {
-  const buf = new Uint8Array(STATX_SIZE);
-  const r = sym().statx(dirfd, cString(path), flags, mask, buf);
-  if (r < 0) return fail();
-  return new DataView(buf.buffer).getUint16(STX_MODE, true);
-}
-
-/** What statx() says about a file: its type and mode, and its identity */
+/** What statx() says about a file: its type and mode, owner, and identity */
 export interface FileStatus {
   readonly mode: number;
+  /** The owner's uid */
+  readonly uid: number;
   /** "major:minor:inode", equal for two names of the same file */
   readonly identity: string;
 }
 
+const statxBuffer = new Uint8Array(STATX_SIZE);
+const statxView = new DataView(statxBuffer.buffer);
+const EMPTY_PATH = new Uint8Array(1);
+
 /**
- * statx() of `path` relative to `dirfd` for its mode and identity (device
- * and inode number): the status, or -errno. `flags` may hold
- * AT_SYMLINK_NOFOLLOW.
+ * statx() of `path` (NUL-terminated) relative to `dirfd` (AT_FDCWD for the
+ * working directory), or of `dirfd` itself when `path` is null (AT_EMPTY_PATH):
+ * the status, or -errno. `flags` may hold AT_SYMLINK_NOFOLLOW.
  */
-export function statStatus(dirfd: number, path: string, flags: number): FileStatus | number {
-  const buf = new Uint8Array(STATX_SIZE);
-  const r = sym().statx(dirfd, cString(path), flags, STATX_TYPE | STATX_INO, buf);
+export function statx(dirfd: number, path: Uint8Array | null, flags: number): FileStatus | number {
+  const r = sym().statx(
+    dirfd,
+    path ?? EMPTY_PATH,
+    path === null ? flags | AT_EMPTY_PATH : flags,
+    STATX_TYPE | STATX_MODE | STATX_UID | STATX_INO,
+    statxBuffer,
+  );
   if (r < 0) return fail();
-  const view = new DataView(buf.buffer);
+  const v = statxView;
   return {
-    mode: view.getUint16(STX_MODE, true),
-    identity: `${view.getUint32(STX_DEV_MAJOR, true)}:${view.getUint32(STX_DEV_MINOR, true)}:${
-      view.getBigUint64(STX_INO, true)
+    mode: v.getUint16(STX_MODE, true),
+    uid: v.getUint32(STX_UID, true),
+    identity: `${v.getUint32(STX_DEV_MAJOR, true)}:${v.getUint32(STX_DEV_MINOR, true)}:${
+      v.getBigUint64(STX_INO, true)
     }`,
   };
 }
 
-/** fchdir(): 0 or -errno */
-export function fchdir(fd: number): number {
-  const r = sym().fchdir(fd);
+/** openat() of `path` (NUL-terminated): descriptor or -errno */
+export function openAt(dirfd: number, path: Uint8Array, flags: number): number {
+  const r = sym().openat(dirfd, path, flags, 0);
   return r < 0 ? fail() : r;
 }
 
-/** openat(): descriptor or -errno */
-export function openAt(dirfd: number, path: string, flags: number): number {
-  const r = sym().openat(dirfd, cString(path), flags, 0);
+const F_SETFL = 4;
+
+/** fcntl(F_SETFL, 0): clears O_NONBLOCK; 0 or -errno */
+export function makeBlocking(fd: number): number {
+  const r = sym().fcntl(fd, F_SETFL, 0);
   return r < 0 ? fail() : r;
 }
 
@@ -298,9 +302,9 @@ export function inotifyInit(flags: number): number {
   return r < 0 ? fail() : r;
 }
 
-/** inotify_add_watch(): watch descriptor or -errno */
-export function inotifyAddWatch(fd: number, path: string, mask: number): number {
-  const r = sym().inotify_add_watch(fd, cString(path), mask);
+/** inotify_add_watch() of `path` (NUL-terminated): watch descriptor or -errno */
+export function inotifyAddWatch(fd: number, path: Uint8Array, mask: number): number {
+  const r = sym().inotify_add_watch(fd, path, mask);
   return r < 0 ? fail() : r;
 }
 

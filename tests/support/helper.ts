@@ -35,13 +35,18 @@ export interface Outcome {
 export interface SpawnOptions {
   /** Command words put before the helper's (e.g. WITHOUT_NET_ADMIN) */
   prefix?: readonly string[];
+  /**
+   * Leave stderr unread until exit(), like a supervisor that never drains
+   * the pipe: once it is full, a helper that writes blocks
+   */
+  stderrUnread?: boolean;
 }
 
 /** A running helper process */
 export class Helper {
   readonly child: Deno.ChildProcess;
   readonly #stdout: Promise<string>;
-  readonly #stderr: Promise<string>;
+  #stderr: Promise<string> | null = null;
 
   constructor(args: readonly string[], options: SpawnOptions = {}) {
     const argv = [...(options.prefix ?? []), ...helperCommand(args)];
@@ -53,7 +58,12 @@ export class Helper {
       env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
     }).spawn();
     this.#stdout = new Response(this.child.stdout).text();
-    this.#stderr = new Response(this.child.stderr).text();
+    if (!options.stderrUnread) this.#readStderr();
+  }
+
+  #readStderr(): Promise<string> {
+    this.#stderr ??= new Response(this.child.stderr).text();
+    return this.#stderr;
   }
 
   get pid(): number {
@@ -66,19 +76,20 @@ export class Helper {
     const timeout = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), ms);
     });
+    const stderr = this.#readStderr();
     const status = await Promise.race([this.child.status, timeout]);
     clearTimeout(timer);
     if (status === "timeout") {
       this.kill();
       await this.child.status;
-      const stderr = await this.#stderr;
+      const stderr = await this.#readStderr();
       throw new Error(`helper did not exit within ${ms} ms; stderr: ${stderr}`);
     }
     return {
       code: status.code,
       signal: status.signal,
       stdout: await this.#stdout,
-      stderr: await this.#stderr,
+      stderr: await stderr,
     };
   }
 
@@ -245,12 +256,26 @@ export function watching(pid: number, ms = 20000): Promise<void> {
 }
 
 /**
- * Waits until the helper is retrying a refused connection: blocked in poll()
- * between attempts, its inotify descriptor (if it had one) closed.
+ * Whether the helper is between two attempts at a refused connection: blocked
+ * in poll() with a short timeout (the back-off pauses last at most a few
+ * hundred milliseconds; waiting on inotify alone has none, or --timeout's)
  */
+export function pausedBetweenAttempts(pid: number): boolean {
+  const text = readSmallFile(`/proc/${pid}/syscall`);
+  if (text === null) return false;
+  const fields = text.split(" ");
+  if (!POLL_SYSCALLS.includes(Number(fields[0]))) return false;
+  // ppoll() passes a pointer to its timeout, which cannot be read from here
+  if (Number(fields[0]) !== 7) return true;
+  // poll(fds, nfds, timeout): the timeout is an int in the third argument
+  const timeout = Number(BigInt.asIntN(32, BigInt(fields[3] ?? "-1")));
+  return timeout >= 0 && timeout <= 1000;
+}
+
+/** Waits until the helper is retrying a refused connection */
 export function retryingRefused(pid: number, ms = 20000): Promise<void> {
   return waitUntil(
-    () => blockedInPoll(pid) && !holdsInotify(pid),
+    () => pausedBetweenAttempts(pid),
     ms,
     `helper ${pid} to back off after ECONNREFUSED`,
   );

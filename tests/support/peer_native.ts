@@ -84,11 +84,34 @@ export function sockaddrUnFor(path: string): Uint8Array {
 }
 
 /** A bound UNIX stream socket; listening unless `listen` is false */
-export function unixListener(path: string, listen = true, type = SOCK_STREAM): number {
+export function unixListener(
+  path: string,
+  listen = true,
+  type = SOCK_STREAM,
+  backlog = 16,
+): number {
   const fd = check("socket", c().socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
   check("bind", c().bind(fd, sockaddrUnFor(path), SOCKADDR_UN_SIZE));
-  if (listen) check("listen", c().listen(fd, 16));
+  if (listen) check("listen", c().listen(fd, backlog));
   return fd;
+}
+
+/**
+ * A listener at `path` whose backlog is full: listen(0) and one connection
+ * nobody accepts. Returns [listener, the queued client]; the next connect()
+ * blocks, or fails with EAGAIN if non-blocking.
+ */
+export function fullListener(path: string): [number, number] {
+  const listener = unixListener(path, true, SOCK_STREAM, 0);
+  const client = check("socket", c().socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  check("connect", c().connect(client, sockaddrUnFor(path), SOCKADDR_UN_SIZE));
+  return [listener, client];
+}
+
+/** A FIFO whose path is given as raw bytes (which need not be UTF-8) */
+export function makeFifoRaw(dir: string, name: Uint8Array): void {
+  const path = new Uint8Array([...encoder.encode(dir + "/"), ...name, 0]);
+  check("mkfifo", c().mkfifo(path, 0o600));
 }
 
 export function listenNow(fd: number): void {

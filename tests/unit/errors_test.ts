@@ -3,7 +3,7 @@ import {
   describeErrno,
   errnoName,
   NotASocketError,
-  PathTooLongError,
+  SymlinkRefusedError,
   SyscallError,
   TimeoutError,
 } from "../../src/errors.ts";
@@ -36,8 +36,8 @@ unit("SyscallError carries syscall, errno and name, and exits 1", () => {
 unit("path errors exit 2 and say what is wrong", () => {
   assert.equal(new NotASocketError("/tmp/f").message, "/tmp/f is not a socket");
   assert.equal(new NotASocketError("/tmp/f").exitCode, 2);
-  const long = new PathTooLongError("/a", 300, 107);
-  assert.match(long.message, /300 bytes, at most 107/);
-  assert.equal(long.exitCode, 2);
+  const link = new SymlinkRefusedError("/run/vm.repair");
+  assert.match(link.message, /^\/run\/vm\.repair is a symbolic link: name the socket itself/);
+  assert.equal(link.exitCode, 2);
   assert.equal(new TimeoutError(1.5, "x").exitCode, 1);
 });

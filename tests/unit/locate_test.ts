@@ -3,8 +3,17 @@
 
 import assert from "node:assert/strict";
 import { S_IFDIR, S_IFIFO, S_IFREG, S_IFSOCK } from "../../src/abi.ts";
-import { type Plan, planFor } from "../../src/locate.ts";
-import { addressRoute, byteLength, joinPath, splitPath } from "../../src/path.ts";
+import { peerMayServe, peerMismatch, type Plan, planFor } from "../../src/locate.ts";
+import {
+  byteLength,
+  joinPath,
+  oneLine,
+  procFdPath,
+  show,
+  showBytes,
+  sockaddrUn,
+  splitPath,
+} from "../../src/path.ts";
 
 const ENOENT = 2, EACCES = 13, ENOTDIR = 20;
 
@@ -53,19 +62,64 @@ Deno.test("joinPath() adds one slash, and none after a trailing one", () => {
   assert.equal(joinPath("link", ".."), "link/..");
 });
 
-Deno.test("addressRoute() measures UTF-8 bytes: direct up to 107, then through the directory", () => {
-  const dir = "/" + "d".repeat(90);
-  const fits = `${dir}/${"n".repeat(107 - dir.length - 1)}`;
-  assert.equal(byteLength(fits), 107);
-  assert.deepEqual(addressRoute(fits, "n"), { kind: "direct" });
-  assert.deepEqual(addressRoute(fits + "n", "n"), { kind: "through-directory" });
-  // 54 characters but 108 bytes: JavaScript's length would say it fits
-  const wide = "/" + "é".repeat(53) + "x";
-  assert.equal(wide.length, 55);
-  assert.deepEqual(addressRoute(wide, "x"), { kind: "through-directory" });
-  // A name that cannot fit even alone: its byte count is the answer
-  const name = "é".repeat(50) + ".repair"; // 57 characters, 107 bytes
-  assert.deepEqual(addressRoute(`${dir}/${name}`, name), { kind: "through-directory" });
-  const longer = "é" + name; // 109 bytes
-  assert.deepEqual(addressRoute(`${dir}/${longer}`, longer), { kind: "too-long", bytes: 109 });
+Deno.test("procFdPath() always fits sun_path, whatever the real path's length", () => {
+  assert.equal(procFdPath(7), "/proc/self/fd/7");
+  assert.ok(sockaddrUn(procFdPath(2 ** 31 - 1)).length < 108);
+  assert.equal(byteLength("é"), 2);
+});
+
+Deno.test("show() escapes control characters, DEL, C1, separators and bidi overrides", () => {
+  const cases: [string, string][] = [
+    ["/run/passt/vm.repair", "/run/passt/vm.repair"],
+    ["vm-é日本😀.repair", "vm-é日本😀.repair"],
+    ["a\nb", "a\\x0ab"],
+    ["\r\t\0", "\\x0d\\x09\\x00"],
+    ["\x1b[2J", "\\x1b[2J"],
+    ["\x7f\x85\x9b", "\\x7f\\x85\\x9b"],
+    ["\u2028\u2029", "\\u{2028}\\u{2029}"],
+    ["\u202egnp.exe", "\\u{202e}gnp.exe"],
+    ["\u2066\u200f", "\\u{2066}\\u{200f}"],
+    ["back\\slash", "back\\\\slash"],
+    ["\ud800lone", "\\u{d800}lone"],
+  ];
+  for (const [input, shown] of cases) assert.equal(show(input), shown, JSON.stringify(input));
+});
+
+Deno.test("show() output is one line of printable characters for every code point", () => {
+  for (let c = 0; c < 0x3000; c++) {
+    const shown = show(`a${String.fromCodePoint(c)}b`);
+    // deno-lint-ignore no-control-regex
+    assert.ok(!/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/.test(shown), `U+${c}`);
+  }
+});
+
+Deno.test("showBytes() shows valid UTF-8 as text and every other byte as \\xNN", () => {
+  const b = (...x: number[]) => new Uint8Array(x);
+  const cases: [Uint8Array, string][] = [
+    [new TextEncoder().encode("vm-é.repair"), "vm-é.repair"],
+    [b(0x76, 0xff, 0x6d), "v\\xffm"],
+    [b(0xc3), "\\xc3"], // cut short
+    [b(0xc0, 0xaf), "\\xc0\\xaf"], // overlong
+    [b(0xed, 0xa0, 0x80), "\\xed\\xa0\\x80"], // a surrogate
+    [b(0xf4, 0x90, 0x80, 0x80), "\\xf4\\x90\\x80\\x80"], // beyond U+10FFFF
+    [b(0xe6, 0x97, 0xa5, 0x1b, 0xff), "日\\x1b\\xff"],
+    [b(0x0a), "\\x0a"],
+  ];
+  for (const [bytes, shown] of cases) assert.equal(showBytes(bytes), shown, `${[...bytes]}`);
+});
+
+Deno.test("oneLine() escapes what is left and leaves backslashes alone", () => {
+  assert.equal(oneLine("already \\x0a shown"), "already \\x0a shown");
+  assert.equal(oneLine("raw\nline\x1b"), "raw\\x0aline\\x1b");
+});
+
+Deno.test("peerMayServe() takes only the owner of the socket file", () => {
+  assert.equal(peerMayServe(1000, 1000), true);
+  assert.equal(peerMayServe(0, 0), true);
+  assert.equal(peerMayServe(0, 1000), false);
+  assert.equal(peerMayServe(65534, 0), false);
+  assert.equal(
+    peerMismatch("/run/vm.repair", { pid: 42, uid: 0, gid: 0 }, 65534),
+    "/run/vm.repair belongs to uid 65534, but the process accepting on it (pid 42) runs as uid 0",
+  );
 });

@@ -16,26 +16,28 @@ import {
   IN_MOVED_TO,
   IN_Q_OVERFLOW,
   IN_UNMOUNT,
-  S_IFDIR,
-  S_IFIFO,
-  S_IFREG,
   S_IFSOCK,
 } from "../../src/abi.ts";
 import { PasstRepairError } from "../../src/errors.ts";
+import { fileTypeName } from "../../src/locate.ts";
 import {
-  chooseSocket,
-  decodeName,
-  fileTypeName,
-  type InotifyEvent,
   isRepairName,
+  nameBytes,
   parseDirents,
   parseInotifyEvents,
-  skipReason,
+  sameName,
   stepsFor,
   type WatchIds,
+  type WatchStep,
 } from "../../src/watch.ts";
 
 const encoder = new TextEncoder();
+const lenient = new TextDecoder();
+
+/** An event or step with its name as text, for comparing */
+function text<T extends { name: Uint8Array }>(x: T): Omit<T, "name"> & { name: string } {
+  return { ...x, name: lenient.decode(x.name) };
+}
 
 interface Spec {
   wd: number;
@@ -71,10 +73,10 @@ function concat(parts: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Parses a whole buffer of events */
-function parse(parts: readonly Uint8Array[]): InotifyEvent[] {
+/** Parses a whole buffer of events, names as text */
+function parse(parts: readonly Uint8Array[]) {
   const buf = concat(parts);
-  return parseInotifyEvents(buf, buf.length);
+  return parseInotifyEvents(buf, buf.length).map(text);
 }
 
 Deno.test("parseInotifyEvents() reads every event of one buffer, in order", () => {
@@ -86,11 +88,11 @@ Deno.test("parseInotifyEvents() reads every event of one buffer, in order", () =
     inotifyEvent({ wd: -1, mask: IN_Q_OVERFLOW }),
   ]);
   assert.deepEqual(events, [
-    { wd: 1, mask: IN_CREATE, cookie: 0, name: "notes.txt", utf8: true },
-    { wd: 1, mask: IN_MOVED_TO, cookie: 77, name: "vm.socket.repair", utf8: true },
-    { wd: 1, mask: IN_DELETE_SELF, cookie: 0, name: "", utf8: true },
-    { wd: 1, mask: IN_IGNORED, cookie: 0, name: "", utf8: true },
-    { wd: -1, mask: IN_Q_OVERFLOW, cookie: 0, name: "", utf8: true },
+    { wd: 1, mask: IN_CREATE, cookie: 0, name: "notes.txt" },
+    { wd: 1, mask: IN_MOVED_TO, cookie: 77, name: "vm.socket.repair" },
+    { wd: 1, mask: IN_DELETE_SELF, cookie: 0, name: "" },
+    { wd: 1, mask: IN_IGNORED, cookie: 0, name: "" },
+    { wd: -1, mask: IN_Q_OVERFLOW, cookie: 0, name: "" },
   ]);
 });
 
@@ -124,7 +126,7 @@ Deno.test("parseInotifyEvents() reads only `length` bytes, at the buffer's own o
   const backing = new Uint8Array(body.length + 100).fill(0xee);
   backing.set(body, 40);
   const view = backing.subarray(40); // byteOffset 40, trailing garbage after the events
-  const events = parseInotifyEvents(view, body.length);
+  const events = parseInotifyEvents(view, body.length).map(text);
   assert.deepEqual(events.map((e) => [e.wd, e.mask, e.name]), [
     [4, IN_CREATE, "a.repair"],
     [4, IN_MOVED_TO, "b.repair"],
@@ -143,41 +145,53 @@ Deno.test("parseInotifyEvents() rejects an event cut short", () => {
   assert.deepEqual(parseInotifyEvents(whole, 0), []);
 });
 
-Deno.test("parseInotifyEvents() decodes UTF-8 names and flags those that are not", () => {
-  const events = parse([
+Deno.test("parseInotifyEvents() keeps names as the kernel's bytes, UTF-8 or not", () => {
+  const raw = new Uint8Array([0xff, 0xfe, ...encoder.encode(".repair")]);
+  const buf = concat([
     inotifyEvent({ wd: 1, mask: IN_CREATE, name: "vm-é日本.repair" }),
-    inotifyEvent({
-      wd: 1,
-      mask: IN_CREATE,
-      name: new Uint8Array([0xff, 0xfe, ...encoder.encode(".repair")]),
-    }),
+    inotifyEvent({ wd: 1, mask: IN_CREATE, name: raw }),
   ]);
-  assert.deepEqual(events.map((e) => [e.name, e.utf8]), [
-    ["vm-é日本.repair", true],
-    ["\ufffd\ufffd.repair", false],
-  ]);
+  const events = parseInotifyEvents(buf, buf.length);
+  assert.deepEqual(events.map((e) => e.name), [encoder.encode("vm-é日本.repair"), raw]);
 });
 
-Deno.test("decodeName() ends at the first NUL, or at the end without one", () => {
-  assert.deepEqual(decodeName(encoder.encode("ab\0cd")), { name: "ab", utf8: true });
-  assert.deepEqual(decodeName(encoder.encode("abcd")), { name: "abcd", utf8: true });
-  assert.deepEqual(decodeName(new Uint8Array(8)), { name: "", utf8: true });
+Deno.test("nameBytes() ends at the first NUL, or at the end without one, and copies", () => {
+  assert.deepEqual(nameBytes(encoder.encode("ab\0cd")), encoder.encode("ab"));
+  assert.deepEqual(nameBytes(encoder.encode("abcd")), encoder.encode("abcd"));
+  assert.deepEqual(nameBytes(new Uint8Array(8)), new Uint8Array(0));
+  const source = encoder.encode("x.repair\0");
+  const copy = nameBytes(source);
+  source[0] = 0x79;
+  assert.equal(lenient.decode(copy), "x.repair");
+});
+
+Deno.test("sameName() compares bytes", () => {
+  assert.ok(sameName(encoder.encode("a.repair"), encoder.encode("a.repair")));
+  assert.ok(!sameName(encoder.encode("a.repair"), encoder.encode("a.repai")));
+  assert.ok(!sameName(encoder.encode("a.repair"), encoder.encode("b.repair")));
 });
 
 // ---- what events mean ----
 
 const IDS: WatchIds = { dir: 1, parent: 2 };
 
-function steps(specs: readonly Spec[], wanted = isRepairName, ids = IDS) {
-  return stepsFor(parse(specs.map(inotifyEvent)), ids, wanted);
+function steps(
+  specs: readonly Spec[],
+  wanted: (name: Uint8Array) => boolean = isRepairName,
+  ids = IDS,
+) {
+  const buf = concat(specs.map(inotifyEvent));
+  return stepsFor(parseInotifyEvents(buf, buf.length), ids, wanted).map((s: WatchStep) =>
+    "name" in s ? text(s) : s
+  );
 }
 
 Deno.test("isRepairName() accepts *.repair, including a name of exactly .repair", () => {
   for (const name of ["vm.socket.repair", ".repair", "x.repair", "é.repair"]) {
-    assert.equal(isRepairName(name), true, name);
+    assert.equal(isRepairName(encoder.encode(name)), true, name);
   }
   for (const name of ["notes.txt", "repair", "x.repairs", "x.repair~", "x.REPAIR", "", "repair."]) {
-    assert.equal(isRepairName(name), false, name);
+    assert.equal(isRepairName(encoder.encode(name)), false, name);
   }
 });
 
@@ -202,7 +216,7 @@ Deno.test("stepsFor() keeps *.repair entries created or moved in, and nothing el
 });
 
 Deno.test("stepsFor() with --wait keeps only the exact name", () => {
-  const wanted = (n: string) => n === "vm1.repair";
+  const wanted = (n: Uint8Array) => sameName(n, encoder.encode("vm1.repair"));
   assert.deepEqual(
     steps([
       { wd: 1, mask: IN_CREATE, name: "vm2.repair" },
@@ -280,10 +294,11 @@ Deno.test("stepsFor() handles one watch serving as directory and parent (PATH is
   );
 });
 
-Deno.test("stepsFor() reports a *.repair name that is not UTF-8 as undecodable", () => {
+Deno.test("stepsFor() keeps a *.repair name that is not UTF-8, as its bytes", () => {
   const name = new Uint8Array([0x80, ...encoder.encode(".repair")]);
-  assert.deepEqual(steps([{ wd: 1, mask: IN_CREATE, name }]), [
-    { kind: "undecodable", name: "\ufffd.repair" },
+  const buf = inotifyEvent({ wd: 1, mask: IN_CREATE, name });
+  assert.deepEqual(stepsFor(parseInotifyEvents(buf, buf.length), IDS, isRepairName), [
+    { kind: "entry", name },
   ]);
 });
 
@@ -314,12 +329,9 @@ Deno.test("parseDirents() reads every entry but . and .., with names of every le
     ["notes.txt", DT_REG],
     ...names.map((n): [string, number] => [n, DT_REG]),
   ]);
-  const entries = parseDirents(buf, buf.length);
-  assert.deepEqual(entries.slice(0, 2), [
-    { name: "vm.repair", utf8: true, type: DT_SOCK },
-    { name: "notes.txt", utf8: true, type: DT_REG },
-  ]);
-  assert.deepEqual(entries.slice(2).map((e) => e.name), names);
+  const entries = parseDirents(buf, buf.length).map((n) => lenient.decode(n));
+  assert.deepEqual(entries.slice(0, 2), ["vm.repair", "notes.txt"]);
+  assert.deepEqual(entries.slice(2), names);
 });
 
 Deno.test("parseDirents() rejects a malformed record", () => {
@@ -328,57 +340,6 @@ Deno.test("parseDirents() rejects a malformed record", () => {
   const zero = good.slice();
   new DataView(zero.buffer).setUint16(16, 0, true);
   assert.throws(() => parseDirents(zero, zero.length), /malformed entry/);
-});
-
-// ---- choosing among what exists ----
-
-Deno.test("chooseSocket() uses exactly one socket, and none of several", () => {
-  const none = new Map<string, string>();
-  assert.deepEqual(chooseSocket([], none), { kind: "none" });
-  assert.deepEqual(chooseSocket([{ name: "a.repair", identity: "0:1:10" }], none), {
-    kind: "use",
-    name: "a.repair",
-  });
-  const two = [{ name: "a.repair", identity: "0:1:10" }, { name: "b.repair", identity: "0:1:11" }];
-  assert.deepEqual(chooseSocket(two, none), { kind: "ambiguous", sockets: two });
-});
-
-Deno.test("chooseSocket() leaves out ignored sockets, but not a new file under an old name", () => {
-  const ignored = new Map([["a.repair", "0:1:10"], ["b.repair", "0:1:11"]]);
-  const found = [
-    { name: "a.repair", identity: "0:1:10" },
-    { name: "b.repair", identity: "0:1:11" },
-  ];
-  assert.deepEqual(chooseSocket(found, ignored), { kind: "none" });
-  assert.deepEqual(
-    chooseSocket([...found, { name: "c.repair", identity: "0:1:12" }], ignored),
-    { kind: "use", name: "c.repair" },
-  );
-  // passt replaced a stale a.repair with a new socket of the same name
-  assert.deepEqual(
-    chooseSocket([{ name: "a.repair", identity: "0:1:99" }, found[1]!], ignored),
-    { kind: "use", name: "a.repair" },
-  );
-});
-
-Deno.test("skipReason() says what the entry is and why it is skipped", () => {
-  const cases: [Parameters<typeof skipReason>[1], string][] = [
-    [
-      { kind: "not-socket", mode: S_IFREG | 0o644 },
-      "d/x.repair: it is a regular file, not a socket",
-    ],
-    [{ kind: "not-socket", mode: S_IFDIR | 0o755 }, "d/x.repair: it is a directory, not a socket"],
-    [{ kind: "not-socket", mode: S_IFIFO | 0o600 }, "d/x.repair: it is a FIFO, not a socket"],
-    [{ kind: "dangling-symlink" }, "d/x.repair: it is a symbolic link to nothing"],
-    [{ kind: "vanished" }, "d/x.repair: it was removed before it could be checked"],
-    [
-      { kind: "failed", errno: 13 },
-      "d/x.repair: Can't stat() it: Permission denied (EACCES)",
-    ],
-  ];
-  for (const [inspection, text] of cases) {
-    assert.equal(skipReason("d/x.repair", inspection), `skipping ${text}`);
-  }
 });
 
 Deno.test("fileTypeName() names every file type", () => {
