@@ -112,12 +112,16 @@ export function planFor(path: string, stat: number, wait: boolean): Plan {
 
 /**
  * Whether the peer that accepted may serve the helper: it must run as the
- * owner of the socket file connected to. This proves that whoever listens
- * is the user who made the socket file; it cannot prove that this user's
- * process is passt (docs/security.md says what it does not stop).
+ * owner of the socket file connected to, unless root owns the file. Only
+ * root can make a root-owned file, and passt started as root does exactly
+ * that: it binds its sockets as root, then drops to nobody before it
+ * listens (SO_PEERCRED reports the listener's credentials at listen()).
+ * This proves that whoever listens is the user who made the socket file,
+ * or someone root handed it to; it cannot prove that the process is passt
+ * (docs/security.md says what it does not stop).
  */
 export function peerMayServe(peerUid: number, ownerUid: number): boolean {
-  return peerUid === ownerUid;
+  return peerUid === ownerUid || ownerUid === 0;
 }
 
 /** The line for a peer that does not own the socket it listens on */
