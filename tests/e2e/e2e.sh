@@ -17,7 +17,7 @@ export DENO_NO_UPDATE_CHECK=1
 t0=$(date +%s)
 bash tests/e2e/prepare.sh
 echo "e2e: environment ready in $(($(date +%s) - t0)) s" >&2
-deno=$(command -v deno || true)
+deno=$(readlink -f "$(command -v deno)" || true)
 [ -n "$deno" ] || { echo "e2e: missing prerequisite: deno on PATH" >&2; exit 3; }
 case ",${PASST_REPAIR_E2E_VARIANTS:-bundle}," in
 *bundle*) deno task bundle >/dev/null 2>&1 || { echo "e2e: deno task bundle failed" >&2; exit 1; } ;;
