@@ -11,16 +11,19 @@
 #   PASST_REPAIR_E2E_KEEP        keep the run folder even on success
 #   PASST_REPAIR_E2E_SOURCE_STRACE  strace -e argument attached to the source
 #                                passt before each migration (issue 14's forced race)
+#   DENO                         the deno binary to use (default: deno on PATH)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export DENO_NO_UPDATE_CHECK=1
 t0=$(date +%s)
 bash tests/e2e/prepare.sh
 echo "e2e: environment ready in $(($(date +%s) - t0)) s" >&2
-deno=$(readlink -f "$(command -v deno)" || true)
-[ -n "$deno" ] || { echo "e2e: missing prerequisite: deno on PATH" >&2; exit 3; }
+# Deno: $DENO (CI sets it to the pinned one npx installed), else deno on PATH
+deno=${DENO:-$(command -v deno || true)}
+[ -n "$deno" ] && deno=$(readlink -f "$deno")
+[ -x "$deno" ] || { echo "e2e: missing prerequisite: deno (set DENO or put deno on PATH)" >&2; exit 3; }
 case ",${PASST_REPAIR_E2E_VARIANTS:-bundle}," in
-*bundle*) deno task bundle >/dev/null 2>&1 || { echo "e2e: deno task bundle failed" >&2; exit 1; } ;;
+*bundle*) "$deno" task bundle >/dev/null 2>&1 || { echo "e2e: deno task bundle failed" >&2; exit 1; } ;;
 esac
 cache=${PASST_REPAIR_E2E_CACHE:-/var/cache/passt-repair-e2e}
 tmp=${TMPDIR:-/tmp}

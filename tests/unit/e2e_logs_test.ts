@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { parsePasstLog, queueOvershoot, raceFlows } from "../e2e/passt_log.ts";
 import { parseStream } from "../e2e/stream_status.ts";
-import { countLine, median, timingTable, type VariantResult, variantLine } from "../e2e/summary.ts";
+import { countLine, median, timingTable, variantLine, type VariantResult } from "../e2e/summary.ts";
 import { unit } from "./_unit.ts";
 
 // Lines as passt 0.0~git20250503 prints them with -d (trimmed from a real run)
@@ -45,7 +45,9 @@ unit("parsePasstLog() reads the target's flows received, restore time and resets
   const log = parsePasstLog(TARGET);
   assert.equal(log.received, 2);
   assert.equal(log.restoreMs, 1.1);
-  assert.deepEqual(log.resets, ["4.9000: Flow 0 (TCP connection): TCP reset at tcp_sock_handler:2769"]);
+  assert.deepEqual(log.resets, [
+    "4.9000: Flow 0 (TCP connection): TCP reset at tcp_sock_handler:2769",
+  ]);
 });
 
 unit("parsePasstLog() names the missing helper when passt found none", () => {
@@ -112,7 +114,13 @@ unit("variantLine() counts kept, attempted and raced migrations", () => {
 });
 
 unit("timingTable() puts each helper's medians side by side, from kept migrations only", () => {
-  const m = (outcome: "kept" | "race", onMs: number) => ({ hop: 1, outcome, detail: "", onMs, restoreMs: 10 });
+  const m = (outcome: "kept" | "race", onMs: number) => ({
+    hop: 1,
+    outcome,
+    detail: "",
+    onMs,
+    restoreMs: 10,
+  });
   const lines = timingTable([
     result({ migrations: [m("kept", 1), m("kept", 3), m("race", 100)] }),
     result({ name: "c-2025", helper: "c", migrations: [m("kept", 0.5)] }),
