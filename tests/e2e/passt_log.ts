@@ -13,7 +13,7 @@
 //   12.3461: Flow 0 (TCP connection):   window: snd_wl1 W snd_wnd ...
 //   4.6708: Receiving 3 flows
 //   4.6719: Closing migration channel, fd: 45
-//   1.0000: Flow 0 (TCP connection): TAP [10.77.0.2]:43032 -> [10.77.0.1]:10001 => HOST ...
+//   1.0000: Flow 0 (INI): TAP [10.77.0.2]:43032 -> [10.77.0.1]:10001 => ?
 //   ... TCP reset at ...
 
 /** One flow's dumped state, from the source's "Extended migration data" lines */
@@ -90,7 +90,8 @@ export function parsePasstLog(text: string): PasstMigrationLog {
     } else if (msg.includes("TCP reset")) result.resets.push(line);
     else if (/accept4\(\) on TCP_REPAIR helper/.test(msg)) result.noHelper.push(line);
 
-    const f = /^Flow (\d+) \(TCP connection\): (.*)$/.exec(msg);
+    // The TAP line comes in the flow's early states too: "(INI)", "(TGT)"
+    const f = /^Flow (\d+) \([A-Za-z ]+\): (.*)$/.exec(msg);
     if (!f) continue;
     const flow = Number(f[1]);
     const rest = f[2]!;

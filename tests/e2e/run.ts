@@ -11,7 +11,7 @@
 import { parsePasstLog, type PasstMigrationLog, raceFlows } from "./passt_log.ts";
 import { Qmp } from "./qmp.ts";
 import { run, start, type Started, stop, stopAll, Tail, until, waitExit } from "./procs.ts";
-import { parseStream, type StreamReport } from "./stream_status.ts";
+import { parseStream, type StreamError, type StreamReport } from "./stream_status.ts";
 import {
   countLine,
   type MigrationRecord,
@@ -113,6 +113,9 @@ async function readEnv(): Promise<Env> {
 
 class Failure extends Error {}
 
+/** Network namespaces made and not yet deleted: an interrupted run deletes them too */
+const namespaces = new Set<string>();
+
 interface Node {
   index: number;
   dir: string;
@@ -174,6 +177,7 @@ class Chain {
     await Deno.chmod(this.dir, 0o755);
     await Deno.copyFile(this.e.initramfs, `${this.dir}/initramfs.gz`);
     await run(["ip", "netns", "add", this.ns]);
+    namespaces.add(this.ns);
     // a veth pair inside the namespace: passt needs an interface with an
     // address and a default route; nothing is connected to the outside
     const ip = (...a: string[]) => run(["ip", "-n", this.ns, ...a]);
@@ -208,6 +212,7 @@ class Chain {
   async tearDown(): Promise<void> {
     await stopAll();
     await run(["ip", "netns", "del", this.ns], { allowFailure: true });
+    namespaces.delete(this.ns);
   }
 
   nodeDir(i: number): string {
@@ -641,10 +646,11 @@ class Chain {
     if (guest.length === 0 || !guest.every((e) => e.mismatch)) return null;
     const ports = new Set(racy.map((d) => d.guestPort));
     if (!guest.every((e) => e.port === null || ports.has(e.port))) return null;
-    // The server sees only the guest closing the broken connection
-    if (server.length > guest.length || !server.every((e) => e.line.includes("end of stream"))) {
-      return null;
-    }
+    // The server sees only the guest closing the broken connection: a FIN,
+    // or a RST when unread data was left in the guest's socket
+    const closed = (e: StreamError) =>
+      e.line.includes("end of stream") || e.line.includes("Connection reset by peer");
+    if (server.length > guest.length || !server.every(closed)) return null;
     return racy.map((d) =>
       `flow ${d.flow} port ${d.guestPort} queue ends ${
         d.receiveSeq + d.receiveQueue - d.sndWl1
@@ -778,8 +784,11 @@ async function main(): Promise<number> {
   );
   const results: VariantResult[] = [];
   let seq = 0;
-  const stopSignal = () => {
-    stopAll().finally(() => Deno.exit(130));
+  const stopSignal = async () => {
+    await stopAll();
+    for (const ns of namespaces) await run(["ip", "netns", "del", ns], { allowFailure: true });
+    say(`e2e: interrupted; run folder kept: ${runDir}`);
+    Deno.exit(130);
   };
   Deno.addSignalListener("SIGINT", stopSignal);
   Deno.addSignalListener("SIGTERM", stopSignal);

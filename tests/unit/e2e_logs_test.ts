@@ -6,7 +6,7 @@ import { unit } from "./_unit.ts";
 
 // Lines as passt 0.0~git20250503 prints them with -d (trimmed from a real run)
 const SOURCE = `0.0346: Accepted TCP_REPAIR helper, PID 28891
-1.0001: Flow 0 (TCP connection): TAP [10.77.0.2]:43032 -> [10.77.0.1]:10001 => HOST [127.0.0.1]:43066 -> [127.0.0.1]:10001
+1.0001: Flow 0 (INI): TAP [10.77.0.2]:43032 -> [10.77.0.1]:10001 => ?
 1.0002: Flow 1 (TCP connection): TAP [10.77.0.2]:43042 -> [10.77.0.1]:10001 => HOST [127.0.0.1]:43080 -> [127.0.0.1]:10001
 34.5571: Accepted TCP_REPAIR helper, PID 28938
 38.5019: Migration requested, fd: 40 (was -1)
