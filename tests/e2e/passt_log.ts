@@ -66,6 +66,9 @@ export function parsePasstLog(text: string): PasstMigrationLog {
   const open = new Map<number, Partial<DumpedFlow>>();
   let prepareAt: number | null = null;
   let receivingAt: number | null = null;
+  // A target prints the same "Extended migration data" lines for what it
+  // restores: only those after "Sending N flows" are the source's dump
+  let sending = false;
 
   for (const line of text.split("\n")) {
     const m = TIME.exec(line);
@@ -76,8 +79,10 @@ export function parsePasstLog(text: string): PasstMigrationLog {
     let g: RegExpExecArray | null;
 
     if (msg.startsWith("Accepted TCP_REPAIR helper")) result.helpersAccepted++;
-    else if ((g = /^Sending (\d+) flows?/.exec(msg))) result.sent = Number(g[1]);
-    else if ((g = /^Receiving (\d+) flows?/.exec(msg))) {
+    else if ((g = /^Sending (\d+) flows?/.exec(msg))) {
+      result.sent = Number(g[1]);
+      sending = true;
+    } else if ((g = /^Receiving (\d+) flows?/.exec(msg))) {
       result.received = Number(g[1]);
       receivingAt = at;
     } else if (msg.startsWith("Source side migration stage: prepare flows")) prepareAt = at;
@@ -97,6 +102,7 @@ export function parsePasstLog(text: string): PasstMigrationLog {
     const rest = f[2]!;
     if ((g = /^TAP \[[^\]]*\]:(\d+) ->/.exec(rest))) ports.set(flow, Number(g[1]));
     else if (
+      sending &&
       (g = /Extended migration data, socket \d+ sequences send \d+ receive (\d+)/.exec(rest))
     ) {
       open.set(flow, { flow, receiveSeq: Number(g[1]) });

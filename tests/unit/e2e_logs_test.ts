@@ -24,6 +24,9 @@ const SOURCE = `0.0346: Accepted TCP_REPAIR helper, PID 28891
 
 const TARGET = `0.0346: Accepted TCP_REPAIR helper, PID 28891
 4.6708: Receiving 2 flows
+4.6713: Flow 0 (TCP connection): Extended migration data, socket 46 sequences send 1 receive 1000
+4.6713: Flow 0 (TCP connection):   pending queues: send 0 not sent 0 receive 2200
+4.6713: Flow 0 (TCP connection):   window: snd_wl1 2800 snd_wnd 133120 max 133120 rcv_wnd 921600 rcv_wup 1
 4.6719: Closing migration channel, fd: 45
 4.9000: Flow 0 (TCP connection): TCP reset at tcp_sock_handler:2769
 `;
@@ -48,6 +51,7 @@ unit("parsePasstLog() reads the target's flows received, restore time and resets
   assert.deepEqual(log.resets, [
     "4.9000: Flow 0 (TCP connection): TCP reset at tcp_sock_handler:2769",
   ]);
+  assert.deepEqual(log.dumped, [], "what a target restores is not a source's dump");
 });
 
 unit("parsePasstLog() names the missing helper when passt found none", () => {
