@@ -1,0 +1,57 @@
+// Reading the stream program's lines (tests/e2e/guest/stream.c): the
+// guest's, from the serial console, and the server's, from its stdout. Pure.
+
+export interface StreamStat {
+  /** Connections open and connected */
+  conns: number;
+  /** Fewest bytes checked on one live connection */
+  rxMin: number;
+  /** Most bytes checked on one live connection */
+  rxMax: number;
+  /** Fewest bytes written on one live connection */
+  txMin: number;
+  /** Errors reported so far */
+  errs: number;
+}
+
+export interface StreamError {
+  line: string;
+  /** The local port of the connection (the guest's port on the client), or null */
+  port: number | null;
+  /** A wrong byte: data lost or changed (as opposed to a reset or an end of stream) */
+  mismatch: boolean;
+}
+
+export interface StreamReport {
+  /** The last STAT line, or null */
+  last: StreamStat | null;
+  errors: StreamError[];
+}
+
+const STAT = /^STAT t=\d+ conns=(\d+) rx_min=(\d+) rx_max=(\d+) tx_min=(\d+) errs=(\d+)\s*$/;
+
+/** Reads the program's output so far (a console log may hold other lines: they are skipped) */
+export function parseStream(text: string): StreamReport {
+  const report: StreamReport = { last: null, errors: [] };
+  for (const raw of text.split("\n")) {
+    const line = raw.replace(/\r$/, "");
+    const s = STAT.exec(line);
+    if (s) {
+      report.last = {
+        conns: Number(s[1]),
+        rxMin: Number(s[2]),
+        rxMax: Number(s[3]),
+        txMin: Number(s[4]),
+        errs: Number(s[5]),
+      };
+    } else if (line.startsWith("ERR ")) {
+      const port = /\bport=(\d+)/.exec(line);
+      report.errors.push({
+        line,
+        port: port ? Number(port[1]) : null,
+        mismatch: line.includes("mismatch at"),
+      });
+    }
+  }
+  return report;
+}

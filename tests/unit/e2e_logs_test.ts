@@ -1,0 +1,143 @@
+import assert from "node:assert/strict";
+import { parsePasstLog, queueOvershoot, raceFlows } from "../e2e/passt_log.ts";
+import { parseStream } from "../e2e/stream_status.ts";
+import { countLine, median, timingTable, variantLine, type VariantResult } from "../e2e/summary.ts";
+import { unit } from "./_unit.ts";
+
+// Lines as passt 0.0~git20250503 prints them with -d (trimmed from a real run)
+const SOURCE = `0.0346: Accepted TCP_REPAIR helper, PID 28891
+1.0001: Flow 0 (INI): TAP [10.77.0.2]:43032 -> [10.77.0.1]:10001 => ?
+1.0002: Flow 1 (TCP connection): TAP [10.77.0.2]:43042 -> [10.77.0.1]:10001 => HOST [127.0.0.1]:43080 -> [127.0.0.1]:10001
+34.5571: Accepted TCP_REPAIR helper, PID 28938
+38.5019: Migration requested, fd: 40 (was -1)
+38.5020: Source side migration stage: prepare flows
+38.5024: Source side migration stage: transfer flows
+38.5024: Sending 2 flows
+38.5025: Flow 0 (TCP connection): Extended migration data, socket 8 sequences send 3184306776 receive 2960110264
+38.5025: Flow 0 (TCP connection):   pending queues: send 0 not sent 0 receive 2200
+38.5025: Flow 0 (TCP connection):   window: snd_wl1 2960112264 snd_wnd 133120 max 133120 rcv_wnd 921600 rcv_wup 2960112464
+38.5025: Flow 1 (TCP connection): Extended migration data, socket 9 sequences send 1073518779 receive 4294967196
+38.5025: Flow 1 (TCP connection):   pending queues: send 0 not sent 0 receive 500
+38.5025: Flow 1 (TCP connection):   window: snd_wl1 100 snd_wnd 133120 max 133120 rcv_wnd 913408 rcv_wup 2825918835
+38.5026: Closing migration channel, fd: 40
+`;
+
+const TARGET = `0.0346: Accepted TCP_REPAIR helper, PID 28891
+4.6708: Receiving 2 flows
+4.6713: Flow 0 (TCP connection): Extended migration data, socket 46 sequences send 1 receive 1000
+4.6713: Flow 0 (TCP connection):   pending queues: send 0 not sent 0 receive 2200
+4.6713: Flow 0 (TCP connection):   window: snd_wl1 2800 snd_wnd 133120 max 133120 rcv_wnd 921600 rcv_wup 1
+4.6719: Closing migration channel, fd: 45
+4.9000: Flow 0 (TCP connection): TCP reset at tcp_sock_handler:2769
+`;
+
+unit("parsePasstLog() reads helpers, flows sent, the ON stage and each dumped queue", () => {
+  const log = parsePasstLog(SOURCE);
+  assert.equal(log.helpersAccepted, 2);
+  assert.equal(log.sent, 2);
+  assert.equal(log.received, null);
+  assert.equal(log.onMs, 0.4);
+  assert.deepEqual(log.resets, []);
+  assert.deepEqual(log.dumped.map((d) => [d.flow, d.guestPort, d.receiveQueue]), [
+    [0, 43032, 2200],
+    [1, 43042, 500],
+  ]);
+});
+
+unit("parsePasstLog() reads the target's flows received, restore time and resets", () => {
+  const log = parsePasstLog(TARGET);
+  assert.equal(log.received, 2);
+  assert.equal(log.restoreMs, 1.1);
+  assert.deepEqual(log.resets, [
+    "4.9000: Flow 0 (TCP connection): TCP reset at tcp_sock_handler:2769",
+  ]);
+  assert.deepEqual(log.dumped, [], "what a target restores is not a source's dump");
+});
+
+unit("parsePasstLog() names the missing helper when passt found none", () => {
+  const log = parsePasstLog(
+    "1.0000: accept4() on TCP_REPAIR helper listening socket: Resource temporarily unavailable\n" +
+      "1.0001: Sending 0 flows\n",
+  );
+  assert.equal(log.noHelper.length, 1);
+  assert.equal(log.sent, 0);
+});
+
+unit("queueOvershoot() is one segment when all is well, and wraps at 2^32", () => {
+  const [a, b] = parsePasstLog(SOURCE).dumped;
+  assert.equal(queueOvershoot(a!), 200);
+  assert.equal(queueOvershoot(b!), 300); // 4294967196 + 500 - 100, modulo 2^32
+});
+
+unit("raceFlows() finds a queue two segments past snd_wl1 (passt's race) and nothing else", () => {
+  const log = parsePasstLog(SOURCE);
+  assert.deepEqual(raceFlows(log, 200), []);
+  const raced = parsePasstLog(SOURCE.replace("receive 2200", "receive 2400"));
+  assert.deepEqual(raced.dumped.length, 2);
+  assert.deepEqual(raceFlows(raced, 200).map((d) => d.guestPort), [43032]);
+  // 300 bytes past with 100-byte segments is a race; with 200-byte ones it is not
+  assert.deepEqual(raceFlows(log, 100).map((d) => d.flow), [0, 1]);
+  assert.deepEqual(raceFlows(log, 150).map((d) => d.flow), [1]);
+});
+
+unit("parseStream() keeps the last STAT line and every ERR line with its port", () => {
+  const r = parseStream(
+    "E2E-INIT-OK 2: eth0\r\n" +
+      "STAT t=500 conns=2 rx_min=10 rx_max=20 tx_min=30 errs=0\r\n" +
+      "ERR conn=1 port=43032 gen=0 rx=400 tx=600 mismatch at 400: want 149 got 100\r\n" +
+      "ERR conn=0 port=10001 gen=0 rx=0 tx=0 recv: Connection reset by peer\n" +
+      "STAT t=1000 conns=2 rx_min=40 rx_max=50 tx_min=60 errs=2\n" +
+      "STAT t=1500 conns=2 rx_min=4", // a line still being written
+  );
+  assert.deepEqual(r.last, { conns: 2, rxMin: 40, rxMax: 50, txMin: 60, errs: 2 });
+  assert.deepEqual(r.errors.map((e) => [e.port, e.mismatch]), [[43032, true], [10001, false]]);
+});
+
+const result = (over: Partial<VariantResult>): VariantResult => ({
+  name: "root-2025-dir",
+  helper: "ours",
+  passt: "2025",
+  conns: 300,
+  wanted: 3,
+  migrations: [],
+  passed: true,
+  reason: "",
+  ...over,
+});
+
+unit("variantLine() counts kept, attempted and raced migrations", () => {
+  const m = (outcome: "kept" | "race") => ({ hop: 1, outcome, detail: "", onMs: 1, restoreMs: 2 });
+  assert.equal(
+    variantLine(result({ migrations: [m("kept"), m("race"), m("kept"), m("kept")] })),
+    "PASS root-2025-dir (300 conns): 3/3 migrations kept every byte, 4 attempted, 1 passt race",
+  );
+  assert.equal(
+    variantLine(result({ conns: 1, passed: false, reason: "migration 0 -> 1 failed" })),
+    "FAIL root-2025-dir (1 conn): 0/3 migrations kept every byte, 0 attempted, 0 passt races — migration 0 -> 1 failed",
+  );
+});
+
+unit("timingTable() puts each helper's medians side by side, from kept migrations only", () => {
+  const m = (outcome: "kept" | "race", onMs: number) => ({
+    hop: 1,
+    outcome,
+    detail: "",
+    onMs,
+    restoreMs: 10,
+  });
+  const lines = timingTable([
+    result({ migrations: [m("kept", 1), m("kept", 3), m("race", 100)] }),
+    result({ name: "c-2025", helper: "c", migrations: [m("kept", 0.5)] }),
+    result({ name: "none-2025", helper: "none" }),
+  ]);
+  assert.equal(lines.length, 3);
+  assert.match(lines[1]!, /^c +2025 +300 +1 +0\.5 +10\.0$/);
+  assert.match(lines[2]!, /^ours +2025 +300 +2 +2\.0 +10\.0$/);
+});
+
+unit("median() and countLine()", () => {
+  assert.equal(median([]), null);
+  assert.equal(median([3, 1, 2]), 2);
+  assert.equal(median([4, 1, 2, 3]), 2.5);
+  assert.equal(countLine([result({}), result({ passed: false })]), "e2e: 1 passed, 1 failed");
+});
