@@ -13,10 +13,11 @@ import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from 
 import { growDescriptorTable, primeSession } from "./src/fd_table.ts";
 import { peerCredentials } from "./src/ffi/libc.ts";
 import { describeHardening, lockDown } from "./src/harden.ts";
+import { describeDropFilter, describeHoldNote } from "./src/hold.ts";
 import { locateAndConnect } from "./src/locate.ts";
 import { printError, printOut, warn } from "./src/log.ts";
 import { commandName } from "./src/protocol.ts";
-import { RepairSession } from "./src/repair.ts";
+import { type HoldNote, RepairSession } from "./src/repair.ts";
 import { VERSION } from "./src/version.ts";
 
 /** Runs the program; returns the exit status */
@@ -65,12 +66,15 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
     );
     return EXIT_USAGE;
   }
-  // Before any input is read: open libc, take every buffer address the
-  // protocol needs while we may, harden the process (non-dumpable,
-  // no_new_privs, seccomp on all threads), then revoke the ffi permission:
-  // from here on no further native library can be loaded; the symbols
-  // already bound keep working.
-  const { channel, hardening } = lockDown();
+  // Before any input is read: open libc, prepare the input hold's filter
+  // (its eBPF program cannot be loaded once seccomp refuses bpf), take
+  // every buffer address the protocol needs while we may, harden the
+  // process (non-dumpable, no_new_privs, seccomp on all threads), then
+  // revoke the ffi permission: from here on no further native library can
+  // be loaded; the symbols already bound keep working.
+  const { channel, hardening, filter } = lockDown(Deno.build.arch, {
+    hold: invocation.action === "run" && invocation.hold,
+  });
   log(describeHardening(hardening));
 
   const capability = checkCapability();
@@ -83,17 +87,20 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
     return EXIT_FAILURE;
   }
   if (!capability.allowed) warn(describeRefusal(capability));
+  log(describeDropFilter(filter));
 
   growDescriptorTable();
 
   const session = new RepairSession(channel, {
     capable: capability.allowed,
+    hold: filter !== null,
     ...(verbose
       ? {
         onCommand: (cmd: number, sockets: number, micros: number) =>
           log(
             `${commandName(cmd)} for ${sockets} socket${sockets === 1 ? "" : "s"} in ${micros} µs`,
           ),
+        onHoldNote: (note: HoldNote) => log(describeHoldNote(commandName(note.cmd), note)),
       }
       : {}),
   });
