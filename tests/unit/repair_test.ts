@@ -216,7 +216,7 @@ unit("RepairSession reports each command to the observer", () => {
 
 // ---- the input hold (src/hold.ts) as the executor drives it ----
 
-unit("with the hold, ON holds each socket right after its switch, records it after the reply", () => {
+unit("with the hold, ON holds each socket after its switch, records it after the reply", () => {
   const native = new FakeNative([{ result: 1, byte: 1, fds: [7, 8] }]);
   const session = new RepairSession(native, { hold: true });
   assert.equal(session.serve(), "eof");
@@ -261,7 +261,11 @@ unit("with the hold, OFF and OFF_NO_WP release what ON held, before the reply", 
 });
 
 unit("without the hold option, no hold call is made", () => {
-  const native = new FakeNative([{ result: 1, byte: 1, fds: [7] }, { result: 1, byte: 0, fds: [7] }]);
+  const native = new FakeNative([{ result: 1, byte: 1, fds: [7] }, {
+    result: 1,
+    byte: 0,
+    fds: [7],
+  }]);
   new RepairSession(native).serve();
   assert.ok(
     native.calls.every((c) => !/^(filter|cookie|attach|detach) /.test(c)),
@@ -279,7 +283,8 @@ unit("a socket with a filter of its own keeps it through ON and OFF, and is repo
     const notes: string[] = [];
     const session = new RepairSession(native, {
       hold: true,
-      onHoldNote: (n) => notes.push(`${n.cmd} ${n.position}/${n.count} fd ${n.fd} ${n.outcome} ${n.filter}`),
+      onHoldNote: (n) =>
+        notes.push(`${n.cmd} ${n.position}/${n.count} fd ${n.fd} ${n.outcome} ${n.filter}`),
     });
     session.serve();
     assert.ok(!native.calls.includes("attach 8"), "never attached over its own");
@@ -325,30 +330,33 @@ unit("OFF leaves a filter that replaced ours, and forgets the socket", () => {
   assert.equal(session.held, 0);
 });
 
-unit("a failed hold fails the message like a failed setsockopt, and takes back what it held", () => {
-  const native = new FakeNative([{ result: 1, byte: 1, fds: [7, 8, 9] }]);
-  native.holdFailures.set("attach 8", -12);
-  const e = failure(() => new RepairSession(native, { hold: true }).serve());
-  assert.equal(
-    e.message,
-    "Holding the input of socket 2 of 3 (fd 8) after TCP_REPAIR ON (1) failed at " +
-      "setsockopt(SO_ATTACH_BPF): Cannot allocate memory (ENOMEM)",
-  );
-  assert.equal(e.exitCode, 1);
-  assert.deepEqual(native.calls, [
-    "recvmsg",
-    "set 7 1",
-    "filter 7",
-    "attach 7",
-    "set 8 1",
-    "filter 8",
-    "attach 8",
-    "detach 7",
-    "close 7",
-    "close 8",
-    "close 9",
-  ]);
-});
+unit(
+  "a failed hold fails the message like a failed setsockopt, and takes back what it held",
+  () => {
+    const native = new FakeNative([{ result: 1, byte: 1, fds: [7, 8, 9] }]);
+    native.holdFailures.set("attach 8", -12);
+    const e = failure(() => new RepairSession(native, { hold: true }).serve());
+    assert.equal(
+      e.message,
+      "Holding the input of socket 2 of 3 (fd 8) after TCP_REPAIR ON (1) failed at " +
+        "setsockopt(SO_ATTACH_BPF): Cannot allocate memory (ENOMEM)",
+    );
+    assert.equal(e.exitCode, 1);
+    assert.deepEqual(native.calls, [
+      "recvmsg",
+      "set 7 1",
+      "filter 7",
+      "attach 7",
+      "set 8 1",
+      "filter 8",
+      "attach 8",
+      "detach 7",
+      "close 7",
+      "close 8",
+      "close 9",
+    ]);
+  },
+);
 
 unit("a failed hold names the call: SO_GET_FILTER, SO_ATTACH_FILTER, SO_COOKIE", () => {
   const cases: Array<[string, HoldKind, number | undefined, string]> = [
