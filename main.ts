@@ -6,7 +6,7 @@
 // This file is the only one that prints errors and decides the exit status;
 // everything below it throws typed errors that carry their exit code.
 
-import { checkCapability, describeRefusal } from "./src/capability.ts";
+import { checkCapability, checkHold, describeRefusal } from "./src/capability.ts";
 import { HELP, parseCommandLine, USAGE } from "./src/cli.ts";
 import type { Invocation } from "./src/cli.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from "./src/errors.ts";
@@ -87,13 +87,16 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
     return EXIT_FAILURE;
   }
   if (!capability.allowed) warn(describeRefusal(capability));
-  log(describeDropFilter(filter));
+  // The hold, tried once: a kernel that lacks a step would fail every ON
+  const holdProblem = filter === null ? null : checkHold(channel);
+  if (holdProblem === null) log(describeDropFilter(filter));
+  else warn(`input hold unavailable, serving without it: ${holdProblem}`);
 
   growDescriptorTable();
 
   const session = new RepairSession(channel, {
     capable: capability.allowed,
-    hold: filter !== null,
+    hold: filter !== null && holdProblem === null,
     ...(verbose
       ? {
         onCommand: (cmd: number, sockets: number, micros: number) =>

@@ -405,3 +405,35 @@ export function describeDropFilter(
       describeErrno(filter.refusal)
     }; as root or with CAP_BPF the hold costs less)`;
 }
+
+/**
+ * The hold tried once on a fresh socket of our own at start-up (attach, read
+ * back, cookie, detach): null if every step works, else which failed and why.
+ * A kernel without one of them (SO_COOKIE came in Linux 4.12) would fail
+ * every ON message; better to serve without the hold and say so.
+ */
+export function tryHold(native: HoldNative, fd: number): string | null {
+  const failed = (call: string, r: number) => `${call}: ${describeErrno(-r)}`;
+  let r = native.filterLength(fd);
+  if (r < 0) return failed("getsockopt(SO_GET_FILTER)", r);
+  r = native.attachHold(fd);
+  if (r < 0) {
+    return failed(
+      native.holdKind === "ebpf" ? "setsockopt(SO_ATTACH_BPF)" : "setsockopt(SO_ATTACH_FILTER)",
+      r,
+    );
+  }
+  r = native.filterLength(fd);
+  if (r !== holdSignature(native.holdKind)) {
+    return `getsockopt(SO_GET_FILTER) reads back ${describeFilter(r)} (${r}) for ours`;
+  }
+  r = native.socketCookie(fd);
+  if (r < 0) return failed("getsockopt(SO_COOKIE)", r);
+  r = native.detachHold(fd);
+  if (r < 0) return failed("setsockopt(SO_DETACH_FILTER)", r);
+  r = native.filterLength(fd);
+  if (r !== 0) {
+    return `getsockopt(SO_GET_FILTER) reads back ${describeFilter(r)} after SO_DETACH_FILTER`;
+  }
+  return null;
+}

@@ -14,6 +14,7 @@ import {
   HoldOutcome,
   holdSignature,
   InputHold,
+  tryHold,
 } from "../../src/hold.ts";
 import { decode, runFilter } from "../support/bpf.ts";
 import { unit } from "./_unit.ts";
@@ -276,4 +277,40 @@ unit("describeDropFilter() names the mechanism, and why not eBPF", () => {
     describeDropFilter({ kind: "classic", refusal: 1 }),
     /classic .*refused: Operation not permitted \(EPERM\); as root or with CAP_BPF/,
   );
+});
+
+// ---- the start-up trial ----
+
+unit("tryHold() passes where every step works, and leaves no filter", () => {
+  for (const kind of ["ebpf", "classic"] as const) {
+    const k = new Kernel(kind);
+    assert.equal(tryHold(k, 3), null);
+    assert.deepEqual(k.calls, [
+      "filter 3",
+      "attach 3",
+      "filter 3",
+      "cookie 3",
+      "detach 3",
+      "filter 3",
+    ]);
+    assert.equal(k.filters.get(3), 0);
+  }
+});
+
+unit("tryHold() names the step a kernel lacks", () => {
+  const cases: Array<[HoldKind, string, number, string]> = [
+    ["ebpf", "cookie 3", -92, "getsockopt(SO_COOKIE): Protocol not available (ENOPROTOOPT)"],
+    ["classic", "attach 3", -12, "setsockopt(SO_ATTACH_FILTER): Cannot allocate memory (ENOMEM)"],
+    ["ebpf", "detach 3", -1, "setsockopt(SO_DETACH_FILTER): Operation not permitted (EPERM)"],
+    ["ebpf", "filter 3", -92, "getsockopt(SO_GET_FILTER): Protocol not available (ENOPROTOOPT)"],
+  ];
+  for (const [kind, call, errno, text] of cases) {
+    const k = new Kernel(kind);
+    k.failures.set(call, errno);
+    assert.equal(tryHold(k, 3), text);
+  }
+  // A filter that does not read back as ours
+  const k = new Kernel("ebpf");
+  k.attachHold = () => (k.filters.set(3, 1), 0);
+  assert.match(tryHold(k, 3)!, /reads back a classic filter of 1 instruction \(1\) for ours/);
 });
