@@ -12,7 +12,14 @@ import {
   startSession,
   waitUntil,
 } from "../support/helper.ts";
-import { readReply, repairState, sendCommand, tcpConnections } from "../support/peer_native.ts";
+import {
+  closeAll,
+  readReply,
+  repairState,
+  sendCommand,
+  tcpConnections,
+  tcpSocket,
+} from "../support/peer_native.ts";
 import {
   POLLIN,
   pollMany,
@@ -167,9 +174,14 @@ for (const mode of MODES) {
     }
   });
 
-  Deno.test(`${mode.name}: OFF_NO_WP releases too, and a batch holds every socket`, async () => {
-    const tcp = tcpConnections(4, 40);
-    const fds = [...tcp.local, ...tcp.remote];
+  Deno.test(`${mode.name}: a full batch is held, IPv4, IPv6 and unconnected; OFF_NO_WP releases it`, async () => {
+    const v4 = tcpConnections(4, 100);
+    const v6 = tcpConnections(6, 26);
+    // As passt's target side hands them over: new sockets, not yet connected
+    const fresh = [tcpSocket(4), tcpSocket(6)];
+    const fds = [...v4.local, ...v4.remote, ...v6.local, ...v6.remote, ...fresh];
+    assert.equal(fds.length, 254);
+    fds.pop();
     try {
       const out = await withHelper([], mode.options, (s) => {
         command(s, ON, fds);
@@ -180,7 +192,9 @@ for (const mode of MODES) {
       });
       assert.equal(out.code, 0, out.stderr);
     } finally {
-      tcp.close();
+      v4.close();
+      v6.close();
+      closeAll(fresh);
     }
   });
 
