@@ -626,7 +626,7 @@ async function bench(
       }
     }
 
-    hold = await holdCost(launcher, pool, o, dir);
+    hold = await holdCost(launcher, programs.floor, pool, o, dir);
   } finally {
     pool.close();
     await launcher.close();
@@ -695,6 +695,7 @@ function holdPair(
 
 async function holdCost(
   launcher: Launcher,
+  floorProgram: string,
   pool: Pool,
   o: Options,
   dir: string,
@@ -726,6 +727,7 @@ async function holdCost(
   }
   rows.forEach((r, k) => r.samples.set("cold", cold[k]!));
 
+  const warmup = Math.ceil(o.holdSamples / 5);
   const helpers: Connected[] = [];
   try {
     for (const v of HOLD_VARIANTS) {
@@ -734,7 +736,6 @@ async function holdCost(
       );
     }
     for (const h of helpers) untilIdle(h);
-    const warmup = Math.ceil(o.holdSamples / 5);
     for (const n of HOLD_BATCHES) {
       for (const h of helpers) h.passt.load(pool.fds, 0, n);
       const on = helpers.map(() => new Float64Array(o.holdSamples));
@@ -755,11 +756,72 @@ async function holdCost(
       });
     }
     for (const h of helpers) await finish(h);
-    return rows;
   } catch (e) {
     for (const h of helpers) h.process.kill();
     throw e;
   }
+  // The same system calls made by one C process: what the hold costs the kernel
+  for (const hold of [false, true]) {
+    const samples = await holdFloor(launcher, floorProgram, pool, hold, warmup, o, dir);
+    rows.push({
+      label: `syscalls alone (C, root), ${hold ? "hold (eBPF)" : "no hold"}`,
+      samples,
+    });
+  }
+  return rows;
+}
+
+/**
+ * bench/c/syscall_floor.c on the first 253 sockets of the pool, with or
+ * without --hold: ON and OFF_NO_WP round trips, in ms, after `warmup` pairs
+ */
+async function holdFloor(
+  launcher: Launcher,
+  program: string,
+  pool: Pool,
+  hold: boolean,
+  warmup: number,
+  o: Options,
+  dir: string,
+): Promise<Map<string, Float64Array>> {
+  const pairs = warmup + o.holdSamples;
+  const kind: Kind = {
+    key: "replyFirst",
+    label: `syscall floor${hold ? " --hold" : ""}`,
+    argv: (p) => [
+      program,
+      ...(hold ? ["--hold"] : []),
+      p,
+      String(SCM_MAX_FD),
+      `${SCM_MAX_FD}:${2 * pairs}`,
+    ],
+  };
+  const h = await connectHelper(launcher, kind, dir);
+  let out: { code: number; output: string };
+  try {
+    h.passt.load(pool.fds, 0, SCM_MAX_FD);
+    if (h.passt.send(1) !== 1 || h.passt.awaitReply() !== 1) {
+      throw new BenchError(`${kind.label} did not take the sockets`);
+    }
+    out = await h.process.end(300000, kind.label);
+  } catch (e) {
+    h.process.kill();
+    throw e;
+  } finally {
+    closeFd(h.conn);
+  }
+  if (out.code !== 0) throw new BenchError(`${kind.label} failed: ${out.output}`);
+  const ns = out.output.trim().split("\n").map((line) => Number(line.split(" ")[1]));
+  if (ns.length !== 2 * pairs || ns.some((v) => !(v > 0))) {
+    throw new BenchError(`${kind.label} reported ${ns.length} figures, not ${2 * pairs}`);
+  }
+  // It alternates ON (first) and OFF_NO_WP, and leaves every socket out of repair mode
+  const on = ns.filter((_, i) => i % 2 === 0).slice(warmup).map((v) => v / 1e6);
+  const off = ns.filter((_, i) => i % 2 === 1).slice(warmup).map((v) => v / 1e6);
+  return new Map([
+    [`ON:${SCM_MAX_FD}`, Float64Array.from(on)],
+    [`OFF_NO_WP:${SCM_MAX_FD}`, Float64Array.from(off)],
+  ]);
 }
 
 function holdTable(rows: HoldRow[]): string {
@@ -777,7 +839,8 @@ function holdTable(rows: HoldRow[]): string {
     return [
       r.label,
       ...columns.map(([label, key]) => {
-        const v = r.samples.get(key)!;
+        const v = r.samples.get(key);
+        if (v === undefined) return "—";
         return format((label.endsWith("p90") ? quantile(v, 0.9) : median(v)) * 1000, "µs");
       }),
       ratio(on253(r), on253(base)),
@@ -804,6 +867,9 @@ function holdVerdicts(rows: HoldRow[]): string[] {
     `the hold's price per socket: ${perSocket(1).toFixed(2)} µs as root (eBPF), ${
       perSocket(3).toFixed(2)
     } µs with only CAP_NET_ADMIN (classic; ON for 253 ${ratio(on253(3), on253(2))} of without)`,
+    `the same system calls in C, one process, as root: ON for 253 sockets ${
+      ratio(on253(5), on253(4))
+    } with the hold, ${perSocket(5).toFixed(2)} µs per socket`,
   ];
 }
 
