@@ -33,42 +33,45 @@ export type HoldKind = "ebpf" | "classic";
 /**
  * The eBPF program, loaded once at startup where the process may load one
  * (root or CAP_BPF): `r0 = 0; exit`, which keeps no byte of any packet.
- * struct bpf_insn: u8 code, u8 dst_reg:4 src_reg:4, s16 off, s32 imm.
  */
-export const EBPF_DROP_PROGRAM = new Uint8Array([
-  0xb7,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0, // BPF_ALU64 | BPF_MOV | BPF_K: r0 = 0
-  0x95,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0, // BPF_JMP | BPF_EXIT
+export const EBPF_DROP_PROGRAM = ebpf([
+  [0xb7, 0, 0, 0], // BPF_ALU64 | BPF_MOV | BPF_K: r0 = 0
+  [0x95, 0, 0, 0], // BPF_JMP | BPF_EXIT
 ]);
 
 /**
  * The classic filter, attached (and so compiled) per socket where no eBPF
- * program could be loaded: `ret #0`. struct sock_filter: u16 code, u8 jt,
- * u8 jf, u32 k.
+ * program could be loaded: `ret #0`
  */
-export const CLASSIC_DROP_FILTER = new Uint8Array([
-  0x06,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0, // BPF_RET | BPF_K, k = 0
+export const CLASSIC_DROP_FILTER = classic([
+  [0x06, 0, 0, 0], // BPF_RET | BPF_K, k = 0
 ]);
+
+/** struct bpf_insn[] from [code, dst_reg | src_reg << 4, off, imm] */
+function ebpf(insns: ReadonlyArray<readonly [number, number, number, number]>): Uint8Array {
+  const out = new Uint8Array(insns.length * 8);
+  const view = new DataView(out.buffer);
+  insns.forEach(([code, regs, off, imm], i) => {
+    view.setUint8(i * 8, code);
+    view.setUint8(i * 8 + 1, regs);
+    view.setInt16(i * 8 + 2, off, true);
+    view.setInt32(i * 8 + 4, imm, true);
+  });
+  return out;
+}
+
+/** struct sock_filter[] from [code, jt, jf, k] */
+function classic(insns: ReadonlyArray<readonly [number, number, number, number]>): Uint8Array {
+  const out = new Uint8Array(insns.length * 8);
+  const view = new DataView(out.buffer);
+  insns.forEach(([code, jt, jf, k], i) => {
+    view.setUint16(i * 8, code, true);
+    view.setUint8(i * 8 + 2, jt);
+    view.setUint8(i * 8 + 3, jf);
+    view.setUint32(i * 8 + 4, k >>> 0, true);
+  });
+  return out;
+}
 
 /** Name given to the eBPF program (bpftool shows it) */
 export const EBPF_PROGRAM_NAME = "passt_repair";

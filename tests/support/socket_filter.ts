@@ -83,24 +83,10 @@ export function attachClassic(fd: number, insns: readonly ClassicInsn[]): void {
 
 /** Loads an eBPF socket filter that keeps every packet (r0 = -1; exit): its descriptor */
 export function loadAcceptAllEbpf(): number {
-  const insns = new Uint8Array([
-    0xb7,
-    0,
-    0,
-    0,
-    0xff,
-    0xff,
-    0xff,
-    0xff, // r0 = -1
-    0x95,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0, // exit
-  ]);
+  // r0 = -1 (BPF_ALU64 | BPF_MOV | BPF_K, imm 0xffffffff), then exit (BPF_JMP | BPF_EXIT)
+  const insns = new Uint8Array(16);
+  insns.set([0xb7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff], 0);
+  insns.set([0x95, 0, 0, 0, 0, 0, 0, 0], 8);
   const license = new TextEncoder().encode("GPL\0");
   const attr = new Uint8Array(BPF_ATTR_PROG_LOAD_SIZE);
   const view = new DataView(attr.buffer);
