@@ -6,16 +6,17 @@
 // This file is the only one that prints errors and decides the exit status;
 // everything below it throws typed errors that carry their exit code.
 
-import { checkCapability, describeRefusal } from "./src/capability.ts";
+import { checkCapability, checkHold, describeRefusal } from "./src/capability.ts";
 import { HELP, parseCommandLine, USAGE } from "./src/cli.ts";
 import type { Invocation } from "./src/cli.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from "./src/errors.ts";
 import { growDescriptorTable, primeSession } from "./src/fd_table.ts";
 import { describeHardening, lockDown } from "./src/harden.ts";
+import { describeDropFilter, describeHoldNote } from "./src/hold.ts";
 import { locateAndConnect } from "./src/locate.ts";
 import { printError, printErrorText, printOut, warn } from "./src/log.ts";
 import { commandName } from "./src/protocol.ts";
-import { RepairSession } from "./src/repair.ts";
+import { type HoldNote, RepairSession } from "./src/repair.ts";
 import { VERSION } from "./src/version.ts";
 
 /** Runs the program; returns the exit status */
@@ -65,12 +66,15 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
     );
     return EXIT_USAGE;
   }
-  // Before any input is read: open libc, take every buffer address the
-  // protocol needs while we may, harden the process (non-dumpable,
-  // no_new_privs, seccomp on all threads), then revoke the ffi permission:
-  // from here on no further native library can be loaded; the symbols
-  // already bound keep working.
-  const { channel, hardening } = lockDown();
+  // Before any input is read: open libc, prepare the input hold's filter
+  // (its eBPF program cannot be loaded once seccomp refuses bpf), take
+  // every buffer address the protocol needs while we may, harden the
+  // process (non-dumpable, no_new_privs, seccomp on all threads), then
+  // revoke the ffi permission: from here on no further native library can
+  // be loaded; the symbols already bound keep working.
+  const { channel, hardening, filter } = lockDown(Deno.build.arch, {
+    hold: invocation.action === "run" && invocation.hold,
+  });
   log(describeHardening(hardening));
 
   const capability = checkCapability();
@@ -83,17 +87,23 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
     return EXIT_FAILURE;
   }
   if (!capability.allowed) warn(describeRefusal(capability));
+  // The hold, tried once: a kernel that lacks a step would fail every ON
+  const holdProblem = filter === null ? null : checkHold(channel);
+  if (holdProblem === null) log(describeDropFilter(filter));
+  else warn(`input hold unavailable, serving without it: ${holdProblem}`);
 
   growDescriptorTable();
 
   const session = new RepairSession(channel, {
     capable: capability.allowed,
+    hold: filter !== null && holdProblem === null,
     ...(verbose
       ? {
         onCommand: (cmd: number, sockets: number, micros: number) =>
           log(
             `${commandName(cmd)} for ${sockets} socket${sockets === 1 ? "" : "s"} in ${micros} µs`,
           ),
+        onHoldNote: (note: HoldNote) => log(describeHoldNote(commandName(note.cmd), note)),
       }
       : {}),
   });

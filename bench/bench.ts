@@ -2,6 +2,7 @@
 // passt, next to two C reference helpers and the bare system calls.
 //
 //   deno task bench [--samples N] [--warmup N] [--cold N] [--passes N] [--pool N]
+//                   [--hold-samples N]
 //
 // which is
 //
@@ -35,10 +36,18 @@
 // and no figures. Commands alternate between ON and OFF_NO_WP, so that every
 // message changes the state it is checked for (OFF sends a window probe per
 // socket, which passt sends only one socket at a time).
+//
+// The comparison with the C helpers runs ours with --no-hold: they do not
+// hold input, and the targets are about doing the same work as fast. What
+// the input hold costs is measured on its own, last: ON (and OFF_NO_WP) of 1
+// and 253 sockets by ours with and without the hold, as root (one eBPF
+// program) and with only CAP_NET_ADMIN (a classic filter per socket). There
+// each helper sends ON and OFF_NO_WP back to back: only the helper that held
+// a socket releases it.
 
 import { parseArgs } from "node:util";
 import { TCP_REPAIR_OFF_NO_WP, TCP_REPAIR_ON } from "../src/abi.ts";
-import { helperCommand } from "../tests/support/helper.ts";
+import { helperCommand, ONLY_NET_ADMIN } from "../tests/support/helper.ts";
 import {
   acceptWithin,
   closeFd,
@@ -53,15 +62,19 @@ import {
   unixListener,
   waitFor,
 } from "../tests/support/peer_native.ts";
+import { EACCES, filterLength } from "../tests/support/socket_filter.ts";
 
 const USAGE = `usage: deno task bench [--samples N] [--warmup N] [--cold N] [--passes N] [--pool N]
+                        [--hold-samples N]
 
   --samples N  round trips measured per batch size and helper (default 3000)
   --warmup N   round trips before measuring, per batch size and helper (default 500)
   --cold N     fresh starts per helper for startup and the first message (default 9)
   --passes N   passes over the whole pool per helper, in messages of 253 (default 6)
   --pool N     sockets for the throughput figure, both ends of N/2 loopback
-               connections (default 10000)`;
+               connections (default 10000)
+  --hold-samples N  ON and OFF_NO_WP pairs measured per batch size and helper
+               for the cost of the input hold (default 400)`;
 
 const SCM_MAX_FD = 253;
 const BATCHES = [1, 16, 64, 253] as const;
@@ -79,6 +92,7 @@ interface Options {
   cold: number;
   passes: number;
   pool: number;
+  holdSamples: number;
 }
 
 function options(args: string[]): Options | null {
@@ -90,6 +104,7 @@ function options(args: string[]): Options | null {
       cold: { type: "string", default: "9" },
       passes: { type: "string", default: "6" },
       pool: { type: "string", default: "10000" },
+      "hold-samples": { type: "string", default: "400" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -109,6 +124,7 @@ function options(args: string[]): Options | null {
     cold: int("cold", values.cold, 1, 1000),
     passes: int("passes", values.passes, 1, 1000),
     pool: int("pool", values.pool, 2 * SCM_MAX_FD, 18000),
+    holdSamples: int("hold-samples", values["hold-samples"], 10, 1_000_000),
   };
 }
 
@@ -445,7 +461,10 @@ interface Row {
   figures: Figures;
 }
 
-async function bench(o: Options, dir: string): Promise<{ rows: Row[]; notes: string[] }> {
+async function bench(
+  o: Options,
+  dir: string,
+): Promise<{ rows: Row[]; notes: string[]; hold: HoldRow[] }> {
   // Permission to switch repair mode at all, or every figure would be an error
   const probe = tcpSocket(4);
   const allowed = setRepairDirect(probe, TCP_REPAIR_ON);
@@ -458,12 +477,12 @@ async function bench(o: Options, dir: string): Promise<{ rows: Row[]; notes: str
 
   const programs = compile(dir);
   const kinds: Kind[] = [
-    { key: "ours", label: "ours", argv: (p) => helperCommand([p]) },
+    { key: "ours", label: "ours", argv: (p) => helperCommand(["--no-hold", p]) },
     { key: "replyFirst", label: "C, reply first", argv: (p) => [programs.replyFirst, p] },
     { key: "closeFirst", label: "C, close first", argv: (p) => [programs.closeFirst, p] },
   ];
   const launcher = new Launcher(programs.launcher);
-  const notes: string[] = [`ours: ${helperCommand(["PATH"]).join(" ")}`];
+  const notes: string[] = [`ours: ${helperCommand(["--no-hold", "PATH"]).join(" ")}`];
   let pool: Pool;
   try {
     pool = new Pool(o.pool);
@@ -472,6 +491,7 @@ async function bench(o: Options, dir: string): Promise<{ rows: Row[]; notes: str
     throw e;
   }
   const rows: Row[] = [];
+  let hold: HoldRow[] = [];
   const none = (): Figures => ({ ours: null, replyFirst: null, closeFirst: null, floor: null });
 
   try {
@@ -605,11 +625,252 @@ async function bench(o: Options, dir: string): Promise<{ rows: Row[]; notes: str
         r.figures.floor = median(floor.get(o.pool)!) / 1e6;
       }
     }
+
+    hold = await holdCost(launcher, programs.floor, pool, o, dir);
   } finally {
     pool.close();
     await launcher.close();
   }
-  return { rows, notes };
+  return { rows, notes, hold };
+}
+
+// ---- what the input hold costs ----
+
+interface HoldVariant {
+  label: string;
+  /** What SO_GET_FILTER says about a socket this helper holds; 0 without the hold */
+  held: number;
+  argv(path: string): string[];
+}
+
+const HOLD_VARIANTS: readonly HoldVariant[] = [
+  { label: "root, --no-hold", held: 0, argv: (p) => helperCommand(["--no-hold", p]) },
+  { label: "root, hold (eBPF)", held: -EACCES, argv: (p) => helperCommand([p]) },
+  {
+    label: "CAP_NET_ADMIN only, --no-hold",
+    held: 0,
+    argv: (p) => [...ONLY_NET_ADMIN, ...helperCommand(["--no-hold", p])],
+  },
+  {
+    label: "CAP_NET_ADMIN only, hold (classic)",
+    held: 1,
+    argv: (p) => [...ONLY_NET_ADMIN, ...helperCommand([p])],
+  },
+];
+
+const HOLD_BATCHES = [1, SCM_MAX_FD] as const;
+
+interface HoldRow {
+  label: string;
+  /** Round-trip times in ms, by "ON:n" and "OFF_NO_WP:n", and "cold" */
+  samples: Map<string, Float64Array>;
+}
+
+/**
+ * ON then OFF_NO_WP of the same `count` sockets by one helper, each timed
+ * from sendmsg() to the reply; checks the replies, the repair state and the
+ * filter of three sockets after each
+ */
+function holdPair(
+  h: Connected,
+  v: HoldVariant,
+  pool: Pool,
+  count: number,
+  spot: number,
+): [number, number] {
+  const on = roundTrip(h, pool, 0, count, spot);
+  const check = (want: number) => {
+    for (const i of [0, count - 1, ((spot % count) + count) % count]) {
+      const got = filterLength(pool.fds[i]!);
+      if (got !== want) {
+        throw new BenchError(`${v.label}: socket ${i} has filter ${got}, not ${want}`);
+      }
+    }
+  };
+  check(v.held);
+  const off = roundTrip(h, pool, 0, count, spot);
+  check(0);
+  return [on, off];
+}
+
+async function holdCost(
+  launcher: Launcher,
+  floorProgram: string,
+  pool: Pool,
+  o: Options,
+  dir: string,
+): Promise<HoldRow[]> {
+  // Every socket out of repair mode (the syscall floor left them as it
+  // pleased), so that each pair starts with ON
+  for (let i = 0; i < SCM_MAX_FD; i++) {
+    if (setRepairDirect(pool.fds[i]!, 0) < 0) throw new BenchError(`cannot reset socket ${i}`);
+  }
+  pool.confirmed(0, SCM_MAX_FD, TCP_REPAIR_OFF_NO_WP);
+  const rows: HoldRow[] = HOLD_VARIANTS.map((v) => ({ label: v.label, samples: new Map() }));
+  // The first ON of 253 sockets by a fresh helper: what a source migration waits for
+  const cold = HOLD_VARIANTS.map(() => new Float64Array(o.cold));
+  for (let rep = 0; rep < o.cold; rep++) {
+    for (let j = 0; j < HOLD_VARIANTS.length; j++) {
+      const which = (rep + j) % HOLD_VARIANTS.length;
+      const v = HOLD_VARIANTS[which]!;
+      const h = await connectHelper(launcher, { key: "ours", label: v.label, argv: v.argv }, dir);
+      try {
+        untilIdle(h);
+        h.passt.load(pool.fds, 0, SCM_MAX_FD);
+        cold[which]![rep] = holdPair(h, v, pool, SCM_MAX_FD, rep)[0];
+        await finish(h);
+      } catch (e) {
+        h.process.kill();
+        throw e;
+      }
+    }
+  }
+  rows.forEach((r, k) => r.samples.set("cold", cold[k]!));
+
+  const warmup = Math.ceil(o.holdSamples / 5);
+  const helpers: Connected[] = [];
+  try {
+    for (const v of HOLD_VARIANTS) {
+      helpers.push(
+        await connectHelper(launcher, { key: "ours", label: v.label, argv: v.argv }, dir),
+      );
+    }
+    for (const h of helpers) untilIdle(h);
+    for (const n of HOLD_BATCHES) {
+      for (const h of helpers) h.passt.load(pool.fds, 0, n);
+      const on = helpers.map(() => new Float64Array(o.holdSamples));
+      const off = helpers.map(() => new Float64Array(o.holdSamples));
+      for (let i = -warmup; i < o.holdSamples; i++) {
+        for (let j = 0; j < helpers.length; j++) {
+          const which = (i + warmup + j) % helpers.length;
+          const [a, b] = holdPair(helpers[which]!, HOLD_VARIANTS[which]!, pool, n, i + j);
+          if (i >= 0) {
+            on[which]![i] = a;
+            off[which]![i] = b;
+          }
+        }
+      }
+      rows.forEach((r, k) => {
+        r.samples.set(`ON:${n}`, on[k]!);
+        r.samples.set(`OFF_NO_WP:${n}`, off[k]!);
+      });
+    }
+    for (const h of helpers) await finish(h);
+  } catch (e) {
+    for (const h of helpers) h.process.kill();
+    throw e;
+  }
+  // The same system calls made by one C process: what the hold costs the kernel
+  for (const hold of [false, true]) {
+    const samples = await holdFloor(launcher, floorProgram, pool, hold, warmup, o, dir);
+    rows.push({
+      label: `syscalls alone (C, root), ${hold ? "hold (eBPF)" : "no hold"}`,
+      samples,
+    });
+  }
+  return rows;
+}
+
+/**
+ * bench/c/syscall_floor.c on the first 253 sockets of the pool, with or
+ * without --hold: ON and OFF_NO_WP round trips, in ms, after `warmup` pairs
+ */
+async function holdFloor(
+  launcher: Launcher,
+  program: string,
+  pool: Pool,
+  hold: boolean,
+  warmup: number,
+  o: Options,
+  dir: string,
+): Promise<Map<string, Float64Array>> {
+  const pairs = warmup + o.holdSamples;
+  const kind: Kind = {
+    key: "replyFirst",
+    label: `syscall floor${hold ? " --hold" : ""}`,
+    argv: (p) => [
+      program,
+      ...(hold ? ["--hold"] : []),
+      p,
+      String(SCM_MAX_FD),
+      `${SCM_MAX_FD}:${2 * pairs}`,
+    ],
+  };
+  const h = await connectHelper(launcher, kind, dir);
+  let out: { code: number; output: string };
+  try {
+    h.passt.load(pool.fds, 0, SCM_MAX_FD);
+    if (h.passt.send(1) !== 1 || h.passt.awaitReply() !== 1) {
+      throw new BenchError(`${kind.label} did not take the sockets`);
+    }
+    out = await h.process.end(300000, kind.label);
+  } catch (e) {
+    h.process.kill();
+    throw e;
+  } finally {
+    closeFd(h.conn);
+  }
+  if (out.code !== 0) throw new BenchError(`${kind.label} failed: ${out.output}`);
+  const ns = out.output.trim().split("\n").map((line) => Number(line.split(" ")[1]));
+  if (ns.length !== 2 * pairs || ns.some((v) => !(v > 0))) {
+    throw new BenchError(`${kind.label} reported ${ns.length} figures, not ${2 * pairs}`);
+  }
+  // It alternates ON (first) and OFF_NO_WP, and leaves every socket out of repair mode
+  const on = ns.filter((_, i) => i % 2 === 0).slice(warmup).map((v) => v / 1e6);
+  const off = ns.filter((_, i) => i % 2 === 1).slice(warmup).map((v) => v / 1e6);
+  return new Map([
+    [`ON:${SCM_MAX_FD}`, Float64Array.from(on)],
+    [`OFF_NO_WP:${SCM_MAX_FD}`, Float64Array.from(off)],
+  ]);
+}
+
+function holdTable(rows: HoldRow[]): string {
+  const columns = [
+    ["first ON, 253 (cold)", "cold"],
+    ["ON, 1 socket", "ON:1"],
+    ["ON, 253: median", `ON:${SCM_MAX_FD}`],
+    ["ON, 253: p90", `ON:${SCM_MAX_FD}`],
+    ["OFF_NO_WP, 253: median", `OFF_NO_WP:${SCM_MAX_FD}`],
+  ] as const;
+  const head = ["input hold (ours)", ...columns.map((c) => c[0]), "ON 253 ÷ --no-hold"];
+  const on253 = (r: HoldRow) => median(r.samples.get(`ON:${SCM_MAX_FD}`)!);
+  const body = rows.map((r, i) => {
+    const base = rows[i - (i % 2)]!; // the --no-hold row of the same privileges
+    return [
+      r.label,
+      ...columns.map(([label, key]) => {
+        const v = r.samples.get(key);
+        if (v === undefined) return "—";
+        return format((label.endsWith("p90") ? quantile(v, 0.9) : median(v)) * 1000, "µs");
+      }),
+      ratio(on253(r), on253(base)),
+    ];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) =>
+    `| ${
+      cells.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join(" | ")
+    } |`;
+  const rule = `|${
+    widths.map((w, i) => i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":").join("|")
+  }|`;
+  return [line(head), rule, ...body.map(line)].join("\n");
+}
+
+function holdVerdicts(rows: HoldRow[]): string[] {
+  const on253 = (k: number) => median(rows[k]!.samples.get(`ON:${SCM_MAX_FD}`)!);
+  const perSocket = (k: number) => ((on253(k) - on253(k - 1)) * 1000) / SCM_MAX_FD;
+  return [
+    `ON for 253 sockets with the hold within 1.5× of without, as root: ${
+      ratio(on253(1), on253(0))
+    } (${on253(1) <= 1.5 * on253(0) ? "met" : "MISSED"})`,
+    `the hold's price per socket: ${perSocket(1).toFixed(2)} µs as root (eBPF), ${
+      perSocket(3).toFixed(2)
+    } µs with only CAP_NET_ADMIN (classic; ON for 253 ${ratio(on253(3), on253(2))} of without)`,
+    `the same system calls in C, one process, as root: ON for 253 sockets ${
+      ratio(on253(5), on253(4))
+    } with the hold, ${perSocket(5).toFixed(2)} µs per socket`,
+  ];
 }
 
 /** Runs bench/c/syscall_floor.c on the pool: round-trip times in ns, by batch size */
@@ -767,11 +1028,15 @@ async function main(args: string[]): Promise<number> {
   const started = performance.now();
   const loadBefore = loadAverage();
   try {
-    const { rows, notes } = await bench(o, dir);
+    const { rows, notes, hold } = await bench(o, dir);
     const seconds = (performance.now() - started) / 1000;
     console.log(table(rows));
     console.log();
     for (const v of verdicts(rows)) console.log(`target: ${v}`);
+    console.log();
+    console.log(holdTable(hold));
+    console.log();
+    for (const v of holdVerdicts(hold)) console.log(`target: ${v}`);
     console.log();
     console.log(`${machine()}`);
     console.log(
@@ -779,7 +1044,8 @@ async function main(args: string[]): Promise<number> {
     );
     console.log(
       `${o.samples} round trips per figure after ${o.warmup} of warm-up, ` +
-        `${o.cold} fresh starts per helper, ${o.passes} passes over ${o.pool} sockets`,
+        `${o.cold} fresh starts per helper, ${o.passes} passes over ${o.pool} sockets; ` +
+        `input hold: ${o.holdSamples} ON and OFF_NO_WP pairs per figure`,
     );
     for (const n of notes) console.log(n);
     return 0;

@@ -22,6 +22,16 @@ export const SCM_RIGHTS = 1;
 export const SCM_CREDENTIALS = 2;
 export const TCP_REPAIR = 19;
 
+// Socket filters (include/uapi/asm-generic/socket.h, the same on x86_64 and
+// aarch64): the input hold attaches one while a socket is in repair mode.
+// SO_GET_FILTER shares SO_ATTACH_FILTER's number, SO_DETACH_BPF
+// SO_DETACH_FILTER's.
+export const SO_ATTACH_FILTER = 26;
+export const SO_GET_FILTER = 26;
+export const SO_DETACH_FILTER = 27;
+export const SO_ATTACH_BPF = 50;
+export const SO_COOKIE = 57;
+
 // recvmsg()/send() flags (include/linux/socket.h)
 export const MSG_CTRUNC = 0x8;
 export const MSG_NOSIGNAL = 0x4000;
@@ -171,6 +181,25 @@ export const SECCOMP_SET_MODE_FILTER = 1;
 export const SECCOMP_FILTER_FLAG_TSYNC = 1;
 export const SOCK_FPROG_SIZE = 16; // unsigned short len; struct sock_filter *filter
 export const SOCK_FILTER_SIZE = 8; // u16 code, u8 jt, u8 jf, u32 k
+
+// bpf(2) (uapi/linux/bpf.h): loading the input hold's one eBPF program
+export const SYS_BPF: Readonly<Record<Arch, number>> = { x86_64: 321, aarch64: 280 };
+export const BPF_PROG_LOAD = 5;
+export const BPF_PROG_TYPE_SOCKET_FILTER = 1;
+// union bpf_attr, the BPF_PROG_LOAD part: u32 prog_type, u32 insn_cnt,
+// u64 insns, u64 license, u32 log_level, u32 log_size, u64 log_buf,
+// u32 kern_version, u32 prog_flags, char prog_name[16]. A kernel reads only
+// the size it is given and takes the rest as zero.
+export const BPF_ATTR_PROG_LOAD_SIZE = 64;
+export const BPF_ATTR_PROG_TYPE = 0;
+export const BPF_ATTR_INSN_CNT = 4;
+export const BPF_ATTR_INSNS = 8;
+export const BPF_ATTR_LICENSE = 16;
+export const BPF_ATTR_PROG_NAME = 48;
+/** BPF_OBJ_NAME_LEN, with the terminating NUL */
+export const BPF_OBJ_NAME_LEN = 16;
+/** struct bpf_insn: u8 code, u8 dst_reg:4 src_reg:4, s16 off, s32 imm */
+export const BPF_INSN_SIZE = 8;
 
 /** Maps Deno.build.arch to ours; anything else is unsupported */
 export function archOf(denoArch: string): Arch | null {

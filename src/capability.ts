@@ -7,6 +7,7 @@
 import { AF_INET, SOCK_CLOEXEC, SOCK_STREAM } from "./abi.ts";
 import { describeErrno } from "./errors.ts";
 import * as libc from "./ffi/libc.ts";
+import { type HoldNative, tryHold } from "./hold.ts";
 
 /** The outcome: allowed, or the errno that refused it and where */
 export type CapabilityResult =
@@ -37,4 +38,18 @@ export function describeRefusal(result: CapabilityResult): string {
   return `Setting TCP_REPAIR on a test socket failed: ${
     describeErrno(result.errno)
   }; this process lacks CAP_NET_ADMIN; to grant it, ${HOW_TO_GRANT}`;
+}
+
+/**
+ * Tries the input hold on a fresh, unconnected TCP socket: null if it works,
+ * else one phrase saying what failed (no capability is needed for it)
+ */
+export function checkHold(native: HoldNative): string | null {
+  const fd = libc.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return `socket: ${describeErrno(-fd)}`;
+  try {
+    return tryHold(native, fd);
+  } finally {
+    libc.close(fd);
+  }
 }

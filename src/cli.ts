@@ -6,7 +6,8 @@
 import { parseArgs } from "node:util";
 import { UsageError } from "./errors.ts";
 
-export const USAGE = "Usage: passt-repair [--timeout SECONDS] [--wait] [--verbose] [--] PATH\n" +
+export const USAGE =
+  "Usage: passt-repair [--timeout SECONDS] [--wait] [--verbose] [--no-hold] [--] PATH\n" +
   "       passt-repair --check | --help | --version";
 
 export const HELP = `${USAGE}
@@ -26,6 +27,9 @@ Options:
       --wait           PATH names a socket that may not exist yet: wait for
                        exactly that name to appear in its directory
       --verbose        log each event on stderr (peer, commands, timings)
+      --no-hold        do not hold a socket's input while it is in repair
+                       mode (by default every packet arriving then is dropped,
+                       to be sent again by the peer: see the manual page)
       --check          only report whether this process may set TCP_REPAIR
                        (exit 0 if it may, 1 if not)
       --               end of options, for a PATH that starts with "-"
@@ -45,6 +49,8 @@ export type Invocation =
     readonly timeout: number | null;
     readonly wait: boolean;
     readonly verbose: boolean;
+    /** Hold each socket's input while it is in repair mode (not --no-hold) */
+    readonly hold: boolean;
   };
 
 /** Parses SECONDS for --timeout: a finite, positive decimal number */
@@ -74,6 +80,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
         wait: { type: "boolean" },
         verbose: { type: "boolean" },
         check: { type: "boolean" },
+        "no-hold": { type: "boolean" },
       },
     });
   } catch (e) {
@@ -103,6 +110,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     timeout: values.timeout === undefined ? null : parseSeconds(values.timeout),
     wait: values.wait === true,
     verbose,
+    hold: values["no-hold"] !== true,
   };
 }
 

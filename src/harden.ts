@@ -12,6 +12,7 @@
 // A failure is an error (exit 1): the helper never runs unconfined.
 
 import {
+  archOf,
   PR_GET_DUMPABLE,
   PR_GET_NO_NEW_PRIVS,
   PR_GET_SECCOMP,
@@ -23,7 +24,7 @@ import {
 } from "./abi.ts";
 import { RuntimeFailure, SyscallError } from "./errors.ts";
 import * as libc from "./ffi/libc.ts";
-import { Channel } from "./ffi/libc.ts";
+import { Channel, DropFilter } from "./ffi/libc.ts";
 import { buildSeccompFilter } from "./seccomp.ts";
 
 /** What harden() put in place, for --verbose */
@@ -97,19 +98,25 @@ export function describeHardening(h: Hardening): string {
 }
 
 /**
- * The startup sequence, in the only order that works: open libc, make the
- * channel to passt (it takes its buffers' addresses), harden (seccomp takes
- * the filter's address), then revoke the ffi permission, after which no
- * native library can be loaded and no address taken, while the symbols
- * already bound keep working. Every run goes through this before reading
- * any input; the tests run it too, to show what it leaves possible.
+ * The startup sequence, in the only order that works: open libc, prepare the
+ * input hold's filter (loading its eBPF program needs bpf(2), which the
+ * seccomp filter refuses, and the classic one's address), make the channel
+ * to passt (it takes its buffers' addresses), harden (seccomp takes the
+ * filter's address), then revoke the ffi permission, after which no native
+ * library can be loaded and no address taken, while the symbols already
+ * bound keep working. Every run goes through this before reading any input;
+ * the tests run it too, to show what it leaves possible. `hold: false`
+ * (--no-hold) loads nothing.
  */
 export function lockDown(
   arch: string = Deno.build.arch,
-): { channel: Channel; hardening: Hardening } {
+  options: { hold?: boolean } = {},
+): { channel: Channel; hardening: Hardening; filter: DropFilter | null } {
   libc.openLibc();
-  const channel = new Channel();
+  const known = archOf(arch);
+  const filter = options.hold === false || known === null ? null : new DropFilter(known);
+  const channel = new Channel(filter);
   const hardening = harden(arch);
   Deno.permissions.revokeSync({ name: "ffi" });
-  return { channel, hardening };
+  return { channel, hardening, filter };
 }

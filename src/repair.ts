@@ -5,6 +5,9 @@
 // module implements and unit tests fake, so the order of operations is tested
 // without permissions. That a message allocates nothing is measured on the real
 // thing, by tests/support/allocation_probe.ts.
+//
+// With the input hold (src/hold.ts), each socket's hold joins its switch: ON
+// then hold, OFF then release, socket by socket, all before the reply.
 
 import {
   CMSG_HDR_SIZE,
@@ -19,6 +22,7 @@ import {
   TCP_REPAIR_ON,
 } from "./abi.ts";
 import { type PasstRepairError, SyscallError } from "./errors.ts";
+import { type HoldNative, type HoldOutcome, InputHold } from "./hold.ts";
 import {
   ancillaryError,
   commandName,
@@ -33,8 +37,8 @@ const EINTR = 4;
 const EPERM = 1;
 const ECONNRESET = 104;
 
-/** The native operations one connection needs */
-export interface RepairNative {
+/** The native operations one connection needs (the hold's among them) */
+export interface RepairNative extends HoldNative {
   /**
    * recvmsg() of one message into `data` and `control`, with a fully reset
    * msghdr: 1 (a byte arrived), 0 (EOF) or -errno
@@ -69,6 +73,19 @@ export const PRIME_ROUNDS = 20;
 /** Observes each carried-out command (for --verbose) */
 export type CommandObserver = (cmd: number, sockets: number, micros: number) => void;
 
+/** A socket of an answered command that the input hold left as it was */
+export interface HoldNote {
+  readonly cmd: number;
+  /** Its position in the message, from 0 */
+  readonly position: number;
+  readonly count: number;
+  /** Our copy's number (closed by now) */
+  readonly fd: number;
+  readonly outcome: HoldOutcome;
+  /** What SO_GET_FILTER said: instructions, or -EACCES for an eBPF program */
+  readonly filter: number;
+}
+
 export interface SessionOptions {
   /** Called after each reply; when absent, no clock is read at all */
   onCommand?: CommandObserver;
@@ -77,6 +94,13 @@ export interface SessionOptions {
    * false if not, undefined if unknown. Sharpens the hint on EPERM.
    */
   capable?: boolean;
+  /**
+   * Hold each socket's input while it is in repair mode (src/hold.ts);
+   * RepairNative's hold operations are called only when this is true
+   */
+  hold?: boolean;
+  /** Called after the reply for each socket the hold left as it was */
+  onHoldNote?: (note: HoldNote) => void;
 }
 
 /** Why serve() returned normally */
@@ -101,13 +125,22 @@ export class RepairSession {
   // message or per descriptor on the success path.
   readonly #fds = new Int32Array(SCM_MAX_FD + 1);
   readonly #found = new Int32Array(1);
+  readonly #hold: InputHold | null;
   #commands = 0;
   // errno of the setsockopt() that #switchAll() stopped at
   #errno = 0;
+  // Whether #switchAll() stopped at the hold rather than at TCP_REPAIR
+  #holdFailed = false;
 
   constructor(native: RepairNative, options: SessionOptions = {}) {
     this.#native = native;
     this.#options = options;
+    this.#hold = options.hold === true ? new InputHold(native) : null;
+  }
+
+  /** Sockets whose input this session holds now */
+  get held(): number {
+    return this.#hold?.held ?? 0;
   }
 
   /** How many commands were carried out and answered */
@@ -157,17 +190,22 @@ export class RepairSession {
       throw unsupportedCommand(byte);
     }
 
+    const hold = this.#hold;
     const done = this.#switchAll(cmd, n);
     if (done < n) {
       const fd = fds[done]!;
+      hold?.abandon();
       this.#closeAll(n);
-      throw repairFailure(cmd, done, n, fd, this.#errno, this.#options.capable);
+      throw this.#holdFailed && hold !== null
+        ? holdFailure(cmd, done, n, fd, this.#errno, hold.failedCall)
+        : repairFailure(cmd, done, n, fd, this.#errno, this.#options.capable);
     }
 
     // Reply first, close after: passt's own descriptors keep the sockets alive,
     // so our copies do not matter to it, and the closes leave the critical path.
     const sent = native.reply(byte);
     if (sent !== 1) {
+      hold?.abandon();
       this.#closeAll(n);
       const errno = sent < 0 ? -sent : 0;
       throw new SyscallError(
@@ -179,10 +217,26 @@ export class RepairSession {
     }
     // The time passt waited: from the message to the reply, not the closes
     const micros = this.#options.onCommand ? Math.round((performance.now() - t0) * 1000) : 0;
+    // Off the critical path too: which sockets the message held, by cookie
+    const recorded = hold === null ? 0 : hold.commit();
     this.#closeAll(n);
+    if (recorded < 0) {
+      const at = hold!.failedAt;
+      throw holdFailure(cmd, at, n, fds[at]!, -recorded, hold!.failedCall, true);
+    }
     this.#commands++;
     this.#options.onCommand?.(cmd, n, micros);
+    if (hold !== null && hold.notes > 0) this.#reportNotes(hold, cmd, n);
     return null;
+  }
+
+  #reportNotes(hold: InputHold, cmd: number, count: number): void {
+    const observer = this.#options.onHoldNote;
+    if (observer === undefined) return;
+    for (let k = 0; k < hold.notes; k++) {
+      const { position, outcome, filter } = hold.note(k);
+      observer({ cmd, position, count, fd: this.#fds[position]!, outcome, filter });
+    }
   }
 
   // A message without data (EOF) can still carry descriptors only in theory;
@@ -222,17 +276,30 @@ export class RepairSession {
   }
 
   /**
-   * setsockopt(TCP_REPAIR) on fds[0..n) in order, stopping at the first
-   * failure: n when all succeeded, else the failed position (errno in #errno)
+   * setsockopt(TCP_REPAIR) on fds[0..n) in order, each followed by its hold
+   * (ON) or release (OFF, OFF_NO_WP), stopping at the first failure: n when
+   * all succeeded, else the failed position (errno in #errno)
    */
   #switchAll(cmd: number, n: number): number {
     const native = this.#native;
     const fds = this.#fds;
+    const hold = this.#hold;
+    hold?.begin();
     for (let i = 0; i < n; i++) {
-      const rc = native.setTcpRepair(fds[i]!, cmd);
+      const fd = fds[i]!;
+      const rc = native.setTcpRepair(fd, cmd);
       if (rc < 0) {
         this.#errno = -rc;
+        this.#holdFailed = false;
         return i;
+      }
+      if (hold !== null) {
+        const h = cmd === TCP_REPAIR_ON ? hold.hold(fd) : hold.release(fd);
+        if (h < 0) {
+          this.#errno = -h;
+          this.#holdFailed = true;
+          return i;
+        }
       }
     }
     return n;
@@ -262,5 +329,32 @@ export function repairFailure(
       index + 1
     } of ${count} (fd ${fd})`,
     hint,
+  );
+}
+
+/**
+ * "Holding the input of socket 2 of 3 (fd 8) in repair mode failed at
+ * setsockopt(SO_ATTACH_BPF): ...", or "Releasing ..." for OFF and OFF_NO_WP
+ */
+export function holdFailure(
+  cmd: number,
+  index: number,
+  count: number,
+  fd: number,
+  errno: number,
+  call: string,
+  afterReply = false,
+): PasstRepairError {
+  const what = cmd === TCP_REPAIR_ON
+    ? afterReply ? "Recording the hold of the input" : "Holding the input"
+    : "Releasing the input";
+  const syscall = call.startsWith("getsockopt") ? "getsockopt" : "setsockopt";
+  return new SyscallError(
+    syscall,
+    errno,
+    `${what} of socket ${index + 1} of ${count} (fd ${fd}) after TCP_REPAIR ${
+      commandName(cmd)
+    } (${cmd}) failed at ${call}`,
+    afterReply ? "the reply was sent; the filters not recorded were taken off again" : "",
   );
 }

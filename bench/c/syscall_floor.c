@@ -16,7 +16,13 @@
  * bound for a round trip, and their sum a lower bound for a run of messages
  * (where the closes could at best overlap passt's next sendmsg).
  *
- * Usage: syscall_floor SOCKET_PATH POOL SPEC...
+ * With --hold, each switch is followed by the input hold as the helper makes
+ * it as root (src/hold.ts): ON checks for a filter (SO_GET_FILTER) and
+ * attaches one eBPF program (SO_ATTACH_BPF), and after the reply reads each
+ * socket's SO_COOKIE; OFF_NO_WP reads the cookie, checks the filter and
+ * detaches it. Needs root or CAP_BPF to load the program.
+ *
+ * Usage: syscall_floor [--hold] SOCKET_PATH POOL SPEC...
  *   Connects to SOCKET_PATH like a helper and receives POOL sockets in
  *   messages of up to 253 (answering each with its command byte, without
  *   switching anything), then runs each SPEC:
@@ -35,7 +41,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/bpf.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,6 +70,50 @@ static uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (uint64_t)t.tv_sec * 1000000000u + t.tv_nsec;
+}
+
+/* The input hold's eBPF program (r0 = 0; exit), or -1 without --hold */
+static int hold_prog = -1;
+
+static int load_hold_program(void)
+{
+	struct bpf_insn insns[2] = {
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	union bpf_attr attr;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+	attr.insn_cnt = 2;
+	attr.insns = (uint64_t)(uintptr_t)insns;
+	attr.license = (uint64_t)(uintptr_t)"GPL";
+	return syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof(attr));
+}
+
+/* The hold's system calls for one socket after its switch to cmd */
+static void hold_switch(int fd, char cmd)
+{
+	socklen_t len = 0;
+	uint64_t cookie;
+	int zero = 0;
+
+	if (cmd == 1) {
+		if (getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, &zero, &len))
+			die("getsockopt(SO_GET_FILTER)");
+		if (len == 0 &&
+		    setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &hold_prog, sizeof(hold_prog)))
+			die("setsockopt(SO_ATTACH_BPF)");
+		return;
+	}
+	len = sizeof(cookie);
+	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len))
+		die("getsockopt(SO_COOKIE)");
+	len = 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, &zero, &len) == 0)
+		die("getsockopt(SO_GET_FILTER) finds no eBPF filter to release");
+	if (setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &zero, sizeof(zero)))
+		die("setsockopt(SO_DETACH_FILTER)");
 }
 
 /* Receives one message into fds, returns the count (0 if none), cmd in *cmd */
@@ -132,12 +184,24 @@ static uint64_t round_trip(int a, int b, const int *fds, int n, char cmd)
 	for (i = 0; i < k; i++) {
 		if (setsockopt(got[i], SOL_TCP, TCP_REPAIR, &op, sizeof(op)))
 			die("setsockopt");
+		if (hold_prog >= 0)
+			hold_switch(got[i], cmd);
 	}
 	if (send(b, &r, 1, MSG_NOSIGNAL) != 1)
 		die("send");
 	if (recv(a, &r, 1, 0) != 1)
 		die("recv");
 	t1 = now_ns();
+	if (hold_prog >= 0 && cmd == 1) {
+		/* The record of what was held: after the reply, as the helper */
+		for (i = 0; i < k; i++) {
+			uint64_t cookie;
+			socklen_t len = sizeof(cookie);
+
+			if (getsockopt(got[i], SOL_SOCKET, SO_COOKIE, &cookie, &len))
+				die("getsockopt(SO_COOKIE)");
+		}
+	}
 	for (i = 0; i < k; i++)
 		close(got[i]);
 
@@ -159,8 +223,15 @@ int main(int argc, char **argv)
 	int s, sp[2], have = 0, want, i;
 	char cmd = 1;
 
+	if (argc > 1 && !strcmp(argv[1], "--hold")) {
+		hold_prog = load_hold_program();
+		if (hold_prog < 0)
+			die("bpf(BPF_PROG_LOAD)");
+		argv++;
+		argc--;
+	}
 	if (argc < 4 || strlen(argv[1]) >= sizeof(addr.sun_path)) {
-		fprintf(stderr, "usage: %s SOCKET_PATH POOL SPEC...\n", argv[0]);
+		fprintf(stderr, "usage: %s [--hold] SOCKET_PATH POOL SPEC...\n", argv[0]);
 		return 1;
 	}
 	want = atoi(argv[2]);

@@ -10,11 +10,22 @@
 // or -errno on failure; errno is read in the same expression, right after the
 // synchronous call, because any other JS or Deno call in between may clobber it.
 // Buffers are passed as "buffer" (a Uint8Array), never as raw pointers, except
-// inside structs (msghdr, iovec, sock_fprog), whose addresses are computed once
-// before the ffi permission is revoked.
+// inside structs (msghdr, iovec, sock_fprog, bpf_attr), whose addresses are
+// computed once before the ffi permission is revoked.
 
 import {
+  type Arch,
   AT_EMPTY_PATH,
+  BPF_ATTR_INSN_CNT,
+  BPF_ATTR_INSNS,
+  BPF_ATTR_LICENSE,
+  BPF_ATTR_PROG_LOAD_SIZE,
+  BPF_ATTR_PROG_NAME,
+  BPF_ATTR_PROG_TYPE,
+  BPF_INSN_SIZE,
+  BPF_OBJ_NAME_LEN,
+  BPF_PROG_LOAD,
+  BPF_PROG_TYPE_SOCKET_FILTER,
   CONTROL_SIZE,
   IOV_BASE,
   IOV_LEN,
@@ -29,6 +40,11 @@ import {
   MSG_NAMELEN,
   MSG_NOSIGNAL,
   MSGHDR_SIZE,
+  SO_ATTACH_BPF,
+  SO_ATTACH_FILTER,
+  SO_COOKIE,
+  SO_DETACH_FILTER,
+  SO_GET_FILTER,
   SO_PEERCRED,
   SOCK_FILTER_SIZE,
   SOCK_FPROG_SIZE,
@@ -44,12 +60,19 @@ import {
   STX_INO,
   STX_MODE,
   STX_UID,
+  SYS_BPF,
   TCP_REPAIR,
   UCRED_GID,
   UCRED_PID,
   UCRED_SIZE,
   UCRED_UID,
 } from "../abi.ts";
+import {
+  CLASSIC_DROP_FILTER,
+  EBPF_DROP_PROGRAM,
+  EBPF_PROGRAM_NAME,
+  type HoldKind,
+} from "../hold.ts";
 import type { RepairNative } from "../repair.ts";
 
 // Types named after C, so that each row reads like its prototype
@@ -102,6 +125,10 @@ const SYMBOLS = {
   // long syscall(long number, ...): only for seccomp(2), which glibc lacks;
   // called as syscall(SYS_seccomp, unsigned op, unsigned flags, void *args)
   syscall: { parameters: ["i64", "u64", "u64", buffer], result: "i64" },
+  // long syscall(long number, ...): only for bpf(2), which glibc lacks, and
+  // only once, at startup, to load the input hold's program; called as
+  // syscall(SYS_bpf, int cmd, union bpf_attr *attr, unsigned int size)
+  syscall_bpf: { name: "syscall", parameters: ["i64", "i64", buffer, "u64"], result: "i64" },
   // int *__errno_location(void): the calling thread's errno
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -347,6 +374,110 @@ export function seccompSetModeFilter(
   return r < 0n ? fail() : Number(r);
 }
 
+/**
+ * bpf(BPF_PROG_LOAD) of a socket filter program given as its bpf_insn
+ * array: the program's descriptor (close-on-exec, as the kernel makes every
+ * BPF descriptor), or -errno. Needs the ffi permission (the attribute holds
+ * the program's address) and a process that may load BPF programs: root or
+ * CAP_BPF, or anyone where unprivileged BPF is enabled.
+ */
+export function loadSocketFilter(
+  program: Uint8Array,
+  name: string,
+  arch: Arch,
+): number {
+  const license = cString("GPL");
+  const attr = new Uint8Array(BPF_ATTR_PROG_LOAD_SIZE);
+  const view = new DataView(attr.buffer);
+  view.setUint32(BPF_ATTR_PROG_TYPE, BPF_PROG_TYPE_SOCKET_FILTER, true);
+  view.setUint32(BPF_ATTR_INSN_CNT, program.byteLength / BPF_INSN_SIZE, true);
+  view.setBigUint64(BPF_ATTR_INSNS, addressOf(program), true);
+  view.setBigUint64(BPF_ATTR_LICENSE, addressOf(license), true);
+  attr.set(new TextEncoder().encode(name).subarray(0, BPF_OBJ_NAME_LEN - 1), BPF_ATTR_PROG_NAME);
+  const r = sym().syscall_bpf(
+    BigInt(SYS_BPF[arch]),
+    BigInt(BPF_PROG_LOAD),
+    attr,
+    BigInt(attr.byteLength),
+  );
+  // The kernel copied the program and the license: they may go now
+  void [program, license];
+  return r < 0n ? fail() : Number(r);
+}
+
+/**
+ * The filter the input hold attaches to a socket in repair mode (src/hold.ts):
+ * one eBPF program loaded now and attached by descriptor where this process
+ * may load one, else a classic filter, compiled by the kernel at each attach.
+ * Prepare it before the seccomp filter (which refuses bpf) and before the
+ * ffi permission is revoked (the classic sock_fprog holds an address).
+ */
+export class DropFilter {
+  readonly kind: HoldKind;
+  /** The eBPF program's descriptor, or -1 */
+  readonly program: number;
+  /** Why no eBPF program could be loaded (errno), or 0 */
+  readonly refusal: number;
+  readonly #programFd = new Int32Array(1);
+  readonly #programFdBytes = new Uint8Array(this.#programFd.buffer);
+  readonly #classic = CLASSIC_DROP_FILTER.slice();
+  readonly #fprog = new Uint8Array(SOCK_FPROG_SIZE);
+
+  constructor(arch: Arch) {
+    const fd = loadSocketFilter(EBPF_DROP_PROGRAM, EBPF_PROGRAM_NAME, arch);
+    this.kind = fd >= 0 ? "ebpf" : "classic";
+    this.program = fd >= 0 ? fd : -1;
+    this.refusal = fd >= 0 ? 0 : -fd;
+    this.#programFd[0] = this.program;
+    const view = new DataView(this.#fprog.buffer);
+    view.setUint16(0, this.#classic.byteLength / SOCK_FILTER_SIZE, true);
+    view.setBigUint64(8, addressOf(this.#classic), true);
+  }
+
+  /** SO_ATTACH_BPF of the program, or SO_ATTACH_FILTER of the classic filter: 0 or -errno */
+  attach(fd: number): number {
+    const r = this.kind === "ebpf"
+      ? sym().setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, this.#programFdBytes, 4)
+      : sym().setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, this.#fprog, SOCK_FPROG_SIZE);
+    return r < 0 ? fail() : r;
+  }
+}
+
+/** SO_DETACH_FILTER (SO_DETACH_BPF is the same): 0 or -errno */
+export function detachFilter(fd: number): number {
+  return setIntOption(fd, SOL_SOCKET, SO_DETACH_FILTER, 0);
+}
+
+/**
+ * getsockopt(SO_GET_FILTER) with optlen 0, which asks only for the size: the
+ * instructions of the socket's classic filter, 0 if it has none, or -errno
+ * (-EACCES for an eBPF program, which has no classic form to report)
+ */
+export function filterLength(fd: number): number {
+  optionLength[0] = 0;
+  const r = sym().getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, intOptionBytes, optionLengthBytes);
+  return r < 0 ? fail() : optionLength[0]!;
+}
+
+const cookie = new Uint32Array(2);
+const cookieBytes = new Uint8Array(cookie.buffer);
+const EOVERFLOW = 75;
+
+/**
+ * getsockopt(SO_COOKIE): the socket's cookie as a number, or -errno. Cookies
+ * count up from 1 per boot; one at 2^53 or more (never seen: it takes that
+ * many sockets) cannot be held exactly in a number and is refused with
+ * EOVERFLOW rather than confused with another.
+ */
+export function socketCookie(fd: number): number {
+  optionLength[0] = 8;
+  const r = sym().getsockopt(fd, SOL_SOCKET, SO_COOKIE, cookieBytes, optionLengthBytes);
+  if (r < 0) return fail();
+  const high = cookie[1]!;
+  if (high >= 0x200000) return -EOVERFLOW;
+  return high * 4294967296 + cookie[0]!;
+}
+
 const MSGHDR_IOVLEN = 1n;
 const MSGHDR_CONTROLLEN = BigInt(CONTROL_SIZE);
 
@@ -354,7 +485,8 @@ const MSGHDR_CONTROLLEN = BigInt(CONTROL_SIZE);
  * One connection to passt, with every buffer recvmsg() and send() use made
  * once: the msghdr, its iovec, the 1-byte data buffer, the control buffer and
  * the reply byte. Construct it before the ffi permission is revoked (it takes
- * buffer addresses); attach() the connected descriptor later.
+ * buffer addresses); attach() the connected descriptor later. `filter` is the
+ * input hold's, or null when the hold is off.
  */
 export class Channel implements RepairNative {
   readonly data = new Uint8Array(1);
@@ -369,8 +501,10 @@ export class Channel implements RepairNative {
   readonly #dataAddress: bigint;
   readonly #iovAddress: bigint;
   readonly #controlAddress: bigint;
+  readonly #filter: DropFilter | null;
 
-  constructor() {
+  constructor(filter: DropFilter | null = null) {
+    this.#filter = filter;
     this.control = new DataView(this.#controlBytes.buffer);
     this.#dataAddress = addressOf(this.data);
     this.#iovAddress = addressOf(this.#iov);
@@ -428,7 +562,29 @@ export class Channel implements RepairNative {
   close(fd: number): void {
     sym().close(fd);
   }
+
+  get holdKind(): HoldKind {
+    return this.#filter?.kind ?? "classic";
+  }
+
+  filterLength(fd: number): number {
+    return filterLength(fd);
+  }
+
+  socketCookie(fd: number): number {
+    return socketCookie(fd);
+  }
+
+  attachHold(fd: number): number {
+    return this.#filter === null ? -EINVAL : this.#filter.attach(fd);
+  }
+
+  detachHold(fd: number): number {
+    return detachFilter(fd);
+  }
 }
+
+const EINVAL = 22;
 
 function addressOf(buf: Uint8Array): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));

@@ -17,7 +17,8 @@
 // even that.
 
 import { TCP_REPAIR_OFF_NO_WP, TCP_REPAIR_ON } from "../../src/abi.ts";
-import { Channel, openLibc } from "../../src/ffi/libc.ts";
+import { Channel, DropFilter, openLibc } from "../../src/ffi/libc.ts";
+import type { HoldKind } from "../../src/hold.ts";
 import { type RepairNative, RepairSession } from "../../src/repair.ts";
 import { closeFd, PasstEnd, repairStateNow, tcpConnections, unixPair } from "./peer_native.ts";
 
@@ -54,17 +55,39 @@ class LeakyNative implements RepairNative {
   close(fd: number): void {
     this.inner.close(fd);
   }
+  get holdKind(): HoldKind {
+    return this.inner.holdKind;
+  }
+  filterLength(fd: number): number {
+    return this.inner.filterLength(fd);
+  }
+  socketCookie(fd: number): number {
+    return this.inner.socketCookie(fd);
+  }
+  attachHold(fd: number): number {
+    return this.inner.attachHold(fd);
+  }
+  detachHold(fd: number): number {
+    return this.inner.detachHold(fd);
+  }
 }
 
 openLibc();
-const channel = new Channel();
+// With the input hold, as the program runs by default: every ON attaches a
+// filter, every OFF_NO_WP detaches it, and the books follow
+const channel = new Channel(new DropFilter(Deno.build.arch === "aarch64" ? "aarch64" : "x86_64"));
 const [passtFd, helperFd] = unixPair();
 channel.attach(helperFd);
-const session = new RepairSession(leak ? new LeakyNative(channel) : channel);
+const session = new RepairSession(leak ? new LeakyNative(channel) : channel, { hold: true });
 const passt = new PasstEnd(passtFd);
 const tcp = tcpConnections(4, 127);
 const pool = new Int32Array([...tcp.local, ...tcp.remote].slice(0, 253));
 const SIZES = new Int32Array([1, 1, 1, 1, 16, 1, 1, 1, 1, 253]);
+
+// Which sockets of the pool are in repair mode, so held: the session's books
+// must count exactly these
+const inRepair = new Uint8Array(pool.length);
+let held = 0;
 
 /** Sends `messages` commands through the session; returns how many failed */
 function run(messages: number): number {
@@ -77,6 +100,12 @@ function run(messages: number): number {
     if (session.step() !== null) failures++;
     if (passt.awaitReply() !== cmd) failures++;
     if (repairStateNow(pool[n - 1]!) !== (cmd === TCP_REPAIR_ON ? 1 : 0)) failures++;
+    const state = cmd === TCP_REPAIR_ON ? 1 : 0;
+    for (let k = 0; k < n; k++) {
+      held += state - inRepair[k]!;
+      inRepair[k] = state;
+    }
+    if (!leak && session.held !== held) failures++;
   }
   return failures;
 }

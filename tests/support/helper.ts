@@ -25,6 +25,18 @@ export function helperCommand(args: readonly string[]): string[] {
 /** Runs a command without CAP_NET_ADMIN, even as root */
 export const WITHOUT_NET_ADMIN = ["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin"];
 
+/**
+ * Runs a command with CAP_NET_ADMIN and no other capability, even as root: no
+ * CAP_BPF nor CAP_SYS_ADMIN, so it cannot load a BPF program where
+ * unprivileged BPF is disabled (as on Debian)
+ */
+export const ONLY_NET_ADMIN = [
+  "setpriv",
+  "--inh-caps=-all,+net_admin",
+  "--ambient-caps=-all,+net_admin",
+  "--bounding-set=-all,+net_admin",
+];
+
 export interface Outcome {
   code: number;
   signal: Deno.Signal | null;

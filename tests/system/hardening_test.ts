@@ -320,14 +320,15 @@ Deno.test("--verbose logs the peer's pid and uid, one line per command with its 
     assert.equal(readReply(s.conn, REPLY_MS), -1);
     closeFd(s.conn);
     const lines = await verboseLines(s.helper);
-    assert.equal(lines.length, 6, lines.join("\n"));
+    assert.equal(lines.length, 7, lines.join("\n"));
     assert.match(lines[0]!, /^hardened: /);
+    assert.match(lines[1]!, /^input hold: on; /);
     // We are the peer: we created the listening socket
-    assert.equal(lines[1], `connected to ${s.socketPath} (peer pid ${Deno.pid}, uid 0, gid 0)`);
-    assert.match(lines[2]!, /^ON for 3 sockets in \d+ µs$/);
-    assert.match(lines[3]!, /^OFF for 1 socket in \d+ µs$/);
-    assert.match(lines[4]!, /^OFF_NO_WP for 2 sockets in \d+ µs$/);
-    assert.equal(lines[5], "peer closed the connection after 3 commands");
+    assert.equal(lines[2], `connected to ${s.socketPath} (peer pid ${Deno.pid}, uid 0, gid 0)`);
+    assert.match(lines[3]!, /^ON for 3 sockets in \d+ µs$/);
+    assert.match(lines[4]!, /^OFF for 1 socket in \d+ µs$/);
+    assert.match(lines[5]!, /^OFF_NO_WP for 2 sockets in \d+ µs$/);
+    assert.equal(lines[6], "peer closed the connection after 3 commands");
   } finally {
     tcp.close();
     await s.close();

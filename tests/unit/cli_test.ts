@@ -21,6 +21,7 @@ unit("parseCommandLine() takes exactly one PATH", () => {
     timeout: null,
     wait: false,
     verbose: false,
+    hold: true,
   });
   assert.equal(usageError([]), "Missing PATH");
   assert.equal(usageError(["a", "b"]), "Exactly one PATH expected, got 2");
@@ -54,6 +55,7 @@ unit("parseCommandLine() reads --timeout, --wait and --verbose", () => {
     timeout: 2.5,
     wait: true,
     verbose: true,
+    hold: true,
   });
   assert.deepEqual(parseCommandLine(["--timeout=.5", "p"]), {
     action: "run",
@@ -61,7 +63,14 @@ unit("parseCommandLine() reads --timeout, --wait and --verbose", () => {
     timeout: 0.5,
     wait: false,
     verbose: false,
+    hold: true,
   });
+});
+
+unit("parseCommandLine() turns the input hold off with --no-hold", () => {
+  const r = parseCommandLine(["--no-hold", "p"]);
+  assert.equal(r.action === "run" && r.hold, false);
+  assert.equal(usageError(["--no-hold=1", "p"]), "Option --no-hold takes no value");
 });
 
 unit("parseSeconds() accepts positive decimals only", () => {
@@ -74,7 +83,16 @@ unit("parseSeconds() accepts positive decimals only", () => {
 unit("HELP starts with the usage and documents every option", () => {
   assert.ok(HELP.startsWith(USAGE));
   for (
-    const option of ["--help", "--version", "--timeout", "--wait", "--verbose", "--check", "--"]
+    const option of [
+      "--help",
+      "--version",
+      "--timeout",
+      "--wait",
+      "--verbose",
+      "--no-hold",
+      "--check",
+      "--",
+    ]
   ) {
     assert.ok(HELP.includes(option), option);
   }

@@ -65,6 +65,20 @@ class FakeNative implements RepairNative {
   close(fd: number): void {
     this.closed.push(fd);
   }
+  // The input hold: these sessions do not turn it on
+  readonly holdKind = "ebpf";
+  filterLength(): number {
+    throw new Error("no hold in these tests");
+  }
+  socketCookie(): number {
+    throw new Error("no hold in these tests");
+  }
+  attachHold(): number {
+    throw new Error("no hold in these tests");
+  }
+  detachHold(): number {
+    throw new Error("no hold in these tests");
+  }
 }
 
 Deno.test("prime() switches only the spare socket, alternating ON and OFF_NO_WP", () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { cmsgLen, CONTROL_SIZE, MSG_CTRUNC, SCM_RIGHTS, SOL_SOCKET } from "../../src/abi.ts";
 import { PasstRepairError } from "../../src/errors.ts";
+import type { HoldKind } from "../../src/hold.ts";
 import { epermHint, type RepairNative, RepairSession } from "../../src/repair.ts";
 import { unit } from "./_unit.ts";
 
@@ -13,7 +14,11 @@ interface Script {
   flags?: number;
 }
 
-/** A RepairNative that plays a script and records every call in order */
+/**
+ * A RepairNative that plays a script and records every call in order. For
+ * the hold it keeps, per descriptor (one socket each), what SO_GET_FILTER
+ * would say: 0 (none), instructions of a classic filter, or -EACCES (eBPF).
+ */
 class FakeNative implements RepairNative {
   readonly data = new Uint8Array(1);
   readonly control = new DataView(new ArrayBuffer(CONTROL_SIZE));
@@ -23,6 +28,11 @@ class FakeNative implements RepairNative {
   /** setsockopt results by fd (default 0) */
   readonly failures = new Map<number, number>();
   replyResult = 1;
+  holdKind: HoldKind = "ebpf";
+  /** SO_GET_FILTER's answer by fd (default 0: no filter) */
+  readonly filters = new Map<number, number>();
+  /** Results of the hold's calls, by "filter 7", "cookie 7", "attach 7", "detach 7" */
+  readonly holdFailures = new Map<string, number>();
 
   constructor(readonly script: Script[]) {}
 
@@ -60,7 +70,29 @@ class FakeNative implements RepairNative {
   close(fd: number): void {
     this.calls.push(`close ${fd}`);
   }
+  #hold(call: string): number {
+    this.calls.push(call);
+    return this.holdFailures.get(call) ?? 0;
+  }
+  filterLength(fd: number): number {
+    return this.#hold(`filter ${fd}`) || (this.filters.get(fd) ?? 0);
+  }
+  socketCookie(fd: number): number {
+    return this.#hold(`cookie ${fd}`) || 1000 + fd;
+  }
+  attachHold(fd: number): number {
+    const r = this.#hold(`attach ${fd}`);
+    if (r === 0) this.filters.set(fd, this.holdKind === "ebpf" ? -EACCES : 1);
+    return r;
+  }
+  detachHold(fd: number): number {
+    const r = this.#hold(`detach ${fd}`);
+    if (r === 0) this.filters.set(fd, 0);
+    return r;
+  }
 }
+
+const EACCES = 13;
 
 function failure(fn: () => unknown): PasstRepairError {
   try {
@@ -180,4 +212,202 @@ unit("RepairSession reports each command to the observer", () => {
     onCommand: (cmd, n, us) => seen.push([cmd, n]) && assert.ok(us >= 0),
   }).serve();
   assert.deepEqual(seen, [[1, 2], [0, 1]]);
+});
+
+// ---- the input hold (src/hold.ts) as the executor drives it ----
+
+unit("with the hold, ON holds each socket after its switch, records it after the reply", () => {
+  const native = new FakeNative([{ result: 1, byte: 1, fds: [7, 8] }]);
+  const session = new RepairSession(native, { hold: true });
+  assert.equal(session.serve(), "eof");
+  assert.deepEqual(native.calls, [
+    "recvmsg",
+    "set 7 1",
+    "filter 7",
+    "attach 7",
+    "set 8 1",
+    "filter 8",
+    "attach 8",
+    "reply 1",
+    "cookie 7",
+    "cookie 8",
+    "close 7",
+    "close 8",
+    "recvmsg",
+  ]);
+  assert.equal(session.held, 2);
+});
+
+unit("with the hold, OFF and OFF_NO_WP release what ON held, before the reply", () => {
+  for (const off of [0, 0xff]) {
+    const native = new FakeNative([
+      { result: 1, byte: 1, fds: [7] },
+      { result: 1, byte: off, fds: [7] },
+    ]);
+    const session = new RepairSession(native, { hold: true });
+    session.serve();
+    const second = native.calls.slice(native.calls.lastIndexOf("recvmsg", -2));
+    assert.deepEqual(second.slice(0, 6), [
+      "recvmsg",
+      `set 7 ${(off << 24) >> 24}`,
+      "cookie 7",
+      "filter 7",
+      "detach 7",
+      `reply ${(off << 24) >> 24}`,
+    ]);
+    assert.equal(native.filters.get(7), 0);
+    assert.equal(session.held, 0);
+  }
+});
+
+unit("without the hold option, no hold call is made", () => {
+  const native = new FakeNative([{ result: 1, byte: 1, fds: [7] }, {
+    result: 1,
+    byte: 0,
+    fds: [7],
+  }]);
+  new RepairSession(native).serve();
+  assert.ok(
+    native.calls.every((c) => !/^(filter|cookie|attach|detach) /.test(c)),
+    native.calls.join(", "),
+  );
+});
+
+unit("a socket with a filter of its own keeps it through ON and OFF, and is reported", () => {
+  for (const own of [4, -EACCES]) {
+    const native = new FakeNative([
+      { result: 1, byte: 1, fds: [7, 8] },
+      { result: 1, byte: 0, fds: [8] },
+    ]);
+    native.filters.set(8, own);
+    const notes: string[] = [];
+    const session = new RepairSession(native, {
+      hold: true,
+      onHoldNote: (n) =>
+        notes.push(`${n.cmd} ${n.position}/${n.count} fd ${n.fd} ${n.outcome} ${n.filter}`),
+    });
+    session.serve();
+    assert.ok(!native.calls.includes("attach 8"), "never attached over its own");
+    assert.ok(!native.calls.includes("detach 8"), "never detached");
+    assert.equal(native.filters.get(8), own);
+    assert.equal(native.filters.get(7), -EACCES, "the other socket is held");
+    // ON: its own filter (1); OFF: not held by us (2)
+    assert.deepEqual(notes, [`1 1/2 fd 8 1 ${own}`, "0 0/1 fd 8 2 0"]);
+  }
+});
+
+unit("ON of a socket already held by us neither attaches again nor reports it", () => {
+  const native = new FakeNative([
+    { result: 1, byte: 1, fds: [7] },
+    { result: 1, byte: 1, fds: [7] },
+  ]);
+  const notes: unknown[] = [];
+  const session = new RepairSession(native, { hold: true, onHoldNote: (n) => notes.push(n) });
+  session.serve();
+  assert.equal(native.calls.filter((c) => c === "attach 7").length, 1);
+  assert.deepEqual(notes, []);
+  assert.equal(session.held, 1);
+});
+
+unit("OFF leaves a filter that replaced ours, and forgets the socket", () => {
+  const native = new FakeNative([
+    { result: 1, byte: 1, fds: [7] },
+    { result: 1, byte: 0, fds: [7] },
+  ]);
+  const session = new RepairSession(native, {
+    hold: true,
+    onHoldNote: (n) => assert.deepEqual([n.outcome, n.filter], [3, 6]),
+  });
+  // passt (say) puts a filter of its own on the socket while it is held
+  const receive = native.receive.bind(native);
+  native.receive = () => {
+    if (native.calls.includes("reply 1")) native.filters.set(7, 6);
+    return receive();
+  };
+  session.serve();
+  assert.ok(!native.calls.includes("detach 7"));
+  assert.equal(native.filters.get(7), 6);
+  assert.equal(session.held, 0);
+});
+
+unit(
+  "a failed hold fails the message like a failed setsockopt, and takes back what it held",
+  () => {
+    const native = new FakeNative([{ result: 1, byte: 1, fds: [7, 8, 9] }]);
+    native.holdFailures.set("attach 8", -12);
+    const e = failure(() => new RepairSession(native, { hold: true }).serve());
+    assert.equal(
+      e.message,
+      "Holding the input of socket 2 of 3 (fd 8) after TCP_REPAIR ON (1) failed at " +
+        "setsockopt(SO_ATTACH_BPF): Cannot allocate memory (ENOMEM)",
+    );
+    assert.equal(e.exitCode, 1);
+    assert.deepEqual(native.calls, [
+      "recvmsg",
+      "set 7 1",
+      "filter 7",
+      "attach 7",
+      "set 8 1",
+      "filter 8",
+      "attach 8",
+      "detach 7",
+      "close 7",
+      "close 8",
+      "close 9",
+    ]);
+  },
+);
+
+unit("a failed hold names the call: SO_GET_FILTER, SO_ATTACH_FILTER, SO_COOKIE", () => {
+  const cases: Array<[string, HoldKind, number | undefined, string]> = [
+    ["filter 7", "ebpf", undefined, "getsockopt(SO_GET_FILTER): Bad file descriptor (EBADF)"],
+    ["attach 7", "classic", undefined, "setsockopt(SO_ATTACH_FILTER): Bad file descriptor (EBADF)"],
+    ["cookie 7", "ebpf", 4, "getsockopt(SO_COOKIE): Bad file descriptor (EBADF)"],
+  ];
+  for (const [call, kind, own, text] of cases) {
+    const native = new FakeNative([{ result: 1, byte: 1, fds: [7] }]);
+    native.holdKind = kind;
+    if (own !== undefined) native.filters.set(7, own);
+    native.holdFailures.set(call, -9);
+    const e = failure(() => new RepairSession(native, { hold: true }).serve());
+    assert.ok(e.message.endsWith(`failed at ${text}`), e.message);
+    assert.ok(!native.calls.some((c) => c.startsWith("reply")), "no reply");
+  }
+});
+
+unit("a failed release fails the message, names the position, does not reply", () => {
+  const native = new FakeNative([
+    { result: 1, byte: 1, fds: [7] },
+    { result: 1, byte: 0xff, fds: [5, 7] },
+  ]);
+  native.holdFailures.set("detach 7", -1);
+  const e = failure(() => new RepairSession(native, { hold: true }).serve());
+  assert.equal(
+    e.message,
+    "Releasing the input of socket 2 of 2 (fd 7) after TCP_REPAIR OFF_NO_WP (-1) failed at " +
+      "setsockopt(SO_DETACH_FILTER): Operation not permitted (EPERM)",
+  );
+  assert.deepEqual(native.calls.slice(-3), ["detach 7", "close 5", "close 7"]);
+});
+
+unit("a cookie that cannot be read after the reply takes the filter off again and fails", () => {
+  const native = new FakeNative([{ result: 1, byte: 1, fds: [7, 8, 9] }]);
+  native.holdFailures.set("cookie 8", -9);
+  const session = new RepairSession(native, { hold: true });
+  const e = failure(() => session.serve());
+  assert.match(
+    e.message,
+    /^Recording the hold of the input of socket 2 of 3 \(fd 8\) after TCP_REPAIR ON \(1\) failed at getsockopt\(SO_COOKIE\): Bad file descriptor \(EBADF\); the reply was sent/,
+  );
+  assert.deepEqual(native.calls.slice(native.calls.indexOf("reply 1")), [
+    "reply 1",
+    "cookie 7",
+    "cookie 8",
+    "detach 8",
+    "detach 9",
+    "close 7",
+    "close 8",
+    "close 9",
+  ]);
+  assert.equal(session.held, 1, "socket 7 was recorded and stays held");
 });
