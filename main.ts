@@ -6,17 +6,13 @@
 // This file is the only one that prints errors and decides the exit status;
 // everything below it throws typed errors that carry their exit code.
 
-import { checkCapability, describeRefusal } from "./src/capability.ts";
+import { describeRefusal } from "./src/capability.ts";
 import { HELP, parseCommandLine, USAGE } from "./src/cli.ts";
 import type { Invocation } from "./src/cli.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from "./src/errors.ts";
-import { growDescriptorTable, primeSession } from "./src/fd_table.ts";
-import { peerCredentials } from "./src/ffi/libc.ts";
-import { describeHardening, lockDown } from "./src/harden.ts";
 import { locateAndConnect } from "./src/locate.ts";
 import { printError, printOut, warn } from "./src/log.ts";
-import { commandName } from "./src/protocol.ts";
-import { RepairSession } from "./src/repair.ts";
+import { start } from "./src/startup.ts";
 import { VERSION } from "./src/version.ts";
 
 /** Runs the program; returns the exit status */
@@ -52,53 +48,20 @@ export function main(args: readonly string[]): number {
   }
 }
 
+/** parse -> start -> locate -> serve; the order inside start is src/startup.ts's */
 function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>): number {
-  const verbose = invocation.verbose;
-  const log = verbose ? printError : () => {};
-
-  // Ask, never prompt: an interactive permission prompt would hang a helper
-  // started by KubeVirt or systemd.
-  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
-    printError(
-      "passt-repair needs Deno's --allow-ffi permission (and no other): " +
-        "deno run --allow-ffi main.ts PATH",
-    );
-    return EXIT_USAGE;
-  }
-  // Before any input is read: open libc, take every buffer address the
-  // protocol needs while we may, harden the process (non-dumpable,
-  // no_new_privs, seccomp on all threads), then revoke the ffi permission:
-  // from here on no further native library can be loaded; the symbols
-  // already bound keep working.
-  const { channel, hardening } = lockDown();
-  log(describeHardening(hardening));
-
-  const capability = checkCapability();
+  const log = invocation.verbose ? printError : () => {};
+  const started = start({ log, verbose: invocation.verbose });
+  const capability = started.capability;
   if (invocation.action === "check") {
-    if (capability.allowed) {
-      log("TCP_REPAIR can be set: this process has CAP_NET_ADMIN");
-      return EXIT_OK;
+    if (!capability.allowed) {
+      printError(describeRefusal(capability));
+      return EXIT_FAILURE;
     }
-    printError(describeRefusal(capability));
-    return EXIT_FAILURE;
+    log("TCP_REPAIR can be set: this process has CAP_NET_ADMIN");
+    return EXIT_OK;
   }
   if (!capability.allowed) warn(describeRefusal(capability));
-
-  growDescriptorTable();
-
-  const session = new RepairSession(channel, {
-    capable: capability.allowed,
-    ...(verbose
-      ? {
-        onCommand: (cmd: number, sockets: number, micros: number) =>
-          log(
-            `${commandName(cmd)} for ${sockets} socket${sockets === 1 ? "" : "s"} in ${micros} µs`,
-          ),
-      }
-      : {}),
-  });
-  // Warm the per-message code before passt can send anything
-  primeSession(session);
 
   const { fd, path } = locateAndConnect(invocation.path, {
     wait: invocation.wait,
@@ -106,16 +69,7 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
     warn,
     log,
   });
-  channel.attach(fd);
-  if (verbose) {
-    const cred = peerCredentials(fd);
-    log(
-      typeof cred === "number"
-        ? `connected to ${path}`
-        : `connected to ${path} (peer pid ${cred.pid}, uid ${cred.uid}, gid ${cred.gid})`,
-    );
-  }
-
+  const session = started.connected(fd, path);
   const end = session.serve();
   const n = session.commands;
   log(

@@ -15,6 +15,19 @@ export function describeErrno(errno: number): string {
   return `${known[1]} (${known[0]})`;
 }
 
+// The errno values the program tests for by name (asm-generic/errno-base.h
+// and asm-generic/errno.h, the same on x86_64 and aarch64)
+export const EPERM = 1;
+export const ENOENT = 2;
+export const EINTR = 4;
+export const EBADF = 9;
+export const EAGAIN = 11;
+export const EACCES = 13;
+export const EINVAL = 22;
+export const EPIPE = 32;
+export const ECONNRESET = 104;
+export const ECONNREFUSED = 111;
+
 /** Symbolic name of an errno, e.g. "ECONNREFUSED" */
 export function errnoName(errno: number): string {
   return ERRNO.get(errno)?.[0] ?? `errno ${errno}`;
@@ -72,6 +85,16 @@ export class SyscallError extends PasstRepairError {
     );
     this.errnoName = errnoName(errno);
   }
+}
+
+/**
+ * A native wrapper's result (a value, or -errno) as a value: returns `r` when
+ * it is not negative, else throws a SyscallError for `syscall` with errno -r,
+ * led by `context` (and followed by `hint`, if any)
+ */
+export function check(r: number, syscall: string, context: string, hint = ""): number {
+  if (r < 0) throw new SyscallError(syscall, -r, context, hint);
+  return r;
 }
 
 /** The peer sent something that is not a valid command message */

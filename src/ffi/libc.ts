@@ -14,6 +14,13 @@
 // before the ffi permission is revoked.
 
 import {
+  AF_UNIX,
+  CMSG_HDR_SIZE,
+  CMSG_LEN_OFF,
+  CMSG_LEVEL_OFF,
+  CMSG_TYPE_OFF,
+  cmsgLen,
+  cmsgSpace,
   CONTROL_SIZE,
   IOV_BASE,
   IOV_LEN,
@@ -28,9 +35,13 @@ import {
   MSG_NAMELEN,
   MSG_NOSIGNAL,
   MSGHDR_SIZE,
+  SCM_MAX_FD,
+  SCM_RIGHTS,
   SO_PEERCRED,
+  SOCK_CLOEXEC,
   SOCK_FILTER_SIZE,
   SOCK_FPROG_SIZE,
+  SOCK_STREAM,
   SOL_SOCKET,
   SOL_TCP,
   STATX_INO,
@@ -46,7 +57,7 @@ import {
   UCRED_SIZE,
   UCRED_UID,
 } from "../abi.ts";
-import type { RepairNative } from "../repair.ts";
+import type { PrimingPeer, RepairNative } from "../repair.ts";
 
 // Types named after C, so that each row reads like its prototype
 const int = "i32";
@@ -68,6 +79,12 @@ const SYMBOLS = {
   recvmsg: { parameters: [int, buffer, int], result: ssize_t_small },
   // ssize_t send(int sockfd, const void *buf, size_t len, int flags)
   send: { parameters: [int, buffer, size_t, int], result: ssize_t_small },
+  // int socketpair(int domain, int type, int protocol, int sv[2]): only at
+  // startup, for the socket pair over which the helper primes itself
+  socketpair: { parameters: [int, int, int, buffer], result: int },
+  // ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags): only at
+  // startup, to send the helper's own throwaway socket to itself (SelfPeer)
+  sendmsg: { parameters: [int, buffer, int], result: ssize_t_small },
   // int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
   setsockopt: { parameters: [int, int, int, buffer, uint], result: int },
   // int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
@@ -423,6 +440,71 @@ export class Channel implements RepairNative {
 
   close(fd: number): void {
     sym().close(fd);
+  }
+}
+
+/**
+ * passt's end of a socket pair of the helper's own, for priming: it sends
+ * the helper's throwaway TCP socket to the helper's Channel in real
+ * SCM_RIGHTS messages and reads the replies, so that the first real message
+ * finds every call on its path already made once (RepairSession.prime()).
+ * Like the Channel, construct it before the ffi permission is revoked.
+ */
+export class SelfPeer implements PrimingPeer {
+  readonly #data = new Uint8Array(1);
+  readonly #reply = new Uint8Array(1);
+  readonly #control = new Uint8Array(cmsgSpace(SCM_MAX_FD * 4));
+  readonly #msg = new Uint8Array(MSGHDR_SIZE);
+  readonly #iov = new Uint8Array(IOVEC_SIZE);
+  readonly #pair = new Int32Array(2);
+  #fd = -1;
+
+  constructor() {
+    const iov = new DataView(this.#iov.buffer);
+    iov.setBigUint64(IOV_BASE, addressOf(this.#data), true);
+    iov.setBigUint64(IOV_LEN, 1n, true);
+    const m = new DataView(this.#msg.buffer);
+    m.setBigUint64(MSG_IOV, addressOf(this.#iov), true);
+    m.setBigUint64(MSG_IOVLEN, 1n, true);
+    m.setBigUint64(MSG_CONTROL, addressOf(this.#control), true);
+  }
+
+  /**
+   * Makes the socket pair and loads `spare` as every descriptor a message
+   * will carry: the helper's end (to attach to the Channel), or -errno
+   */
+  open(spare: number): number {
+    const r = sym().socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, this.#pairBytes());
+    if (r < 0) return fail();
+    this.#fd = this.#pair[0]!;
+    const c = new DataView(this.#control.buffer);
+    c.setInt32(CMSG_LEVEL_OFF, SOL_SOCKET, true);
+    c.setInt32(CMSG_TYPE_OFF, SCM_RIGHTS, true);
+    for (let i = 0; i < SCM_MAX_FD; i++) c.setInt32(CMSG_HDR_SIZE + 4 * i, spare, true);
+    return this.#pair[1]!;
+  }
+
+  #pairBytes(): Uint8Array {
+    return new Uint8Array(this.#pair.buffer);
+  }
+
+  send(byte: number, count: number): number {
+    this.#data[0] = byte;
+    new DataView(this.#control.buffer).setBigUint64(CMSG_LEN_OFF, BigInt(cmsgLen(4 * count)), true);
+    new DataView(this.#msg.buffer).setBigUint64(MSG_CONTROLLEN, BigInt(cmsgSpace(4 * count)), true);
+    const r = sym().sendmsg(this.#fd, this.#msg, MSG_NOSIGNAL);
+    return r < 0 ? fail() : r;
+  }
+
+  receiveReply(): number {
+    const r = sym().read(this.#fd, this.#reply, 1n);
+    return r < 0 ? fail() : r;
+  }
+
+  /** Closes passt's end (the helper's end belongs to whoever attached it) */
+  close(): void {
+    if (this.#fd >= 0) sym().close(this.#fd);
+    this.#fd = -1;
   }
 }
 
