@@ -20,11 +20,9 @@ export function describeErrno(errno: number): string {
 export const EPERM = 1;
 export const ENOENT = 2;
 export const EINTR = 4;
-export const EBADF = 9;
 export const EAGAIN = 11;
 export const EACCES = 13;
 export const EINVAL = 22;
-export const EPIPE = 32;
 export const ECONNRESET = 104;
 export const ECONNREFUSED = 111;
 

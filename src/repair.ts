@@ -57,10 +57,10 @@ export interface PrimingPeer {
  * PRIME_FULL_EVERY-th of them carrying SCM_MAX_FD descriptors and the rest
  * one. Many small rounds let the JIT compile receive, switch, reply and
  * close; the full ones run the loops at the size passt sends. Measured with
- * `deno task bench` (first command after 2 s idle): see docs/performance.md.
+ * `deno task bench` (first command after 2 s idle; README, "Performance").
  */
-export const PRIME_ROUNDS = 60;
-export const PRIME_FULL_EVERY = 20;
+const PRIME_ROUNDS = 400;
+const PRIME_FULL_EVERY = 50;
 
 /** Observes each carried-out command (for --verbose) */
 export type CommandObserver = (cmd: number, sockets: number, micros: number) => void;
@@ -249,7 +249,7 @@ export class RepairSession {
 }
 
 /** "Setting TCP_REPAIR to ON failed for socket 2 of 3 (fd 7): ..." */
-export function repairFailure(
+function repairFailure(
   cmd: number,
   index: number,
   count: number,

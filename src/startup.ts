@@ -5,7 +5,7 @@
 //     Channel to passt, the priming peer, the seccomp program) while the ffi
 //     permission is held: taking an address needs it.
 //  2. Harden before reading any input: not dumpable, no_new_privs, seccomp
-//     stage 1 on all threads (src/harden.ts, docs/security.md).
+//     stage 1 on all threads (src/harden.ts; README, "Security").
 //  3. Revoke the ffi permission: no further native library can be loaded and
 //     no address taken; the symbols already bound keep working.
 //  4. Check the capability on a throwaway socket: a warning when serving
@@ -24,7 +24,7 @@
 //     one, goes here, after priming (it refuses the socket calls priming
 //     makes) and before the first recvmsg() from passt.
 //
-// Measured costs of each step are in docs/performance.md.
+// What each step costs, measured: the README, "Performance".
 
 import { AF_INET, SOCK_CLOEXEC, SOCK_STREAM } from "./abi.ts";
 import { type CapabilityResult, checkCapability } from "./capability.ts";
@@ -116,7 +116,7 @@ function connected(
  * descriptor limit of 1024 or less) only forgoes the speed-up. Returns the
  * number used, or -errno.
  */
-export function growDescriptorTable(): number {
+function growDescriptorTable(): number {
   const fd = libc.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return fd;
   const high = libc.dupAtLeast(fd, PREGROW_FD);
@@ -132,7 +132,7 @@ export function growDescriptorTable(): number {
  * again, whatever happens; a failure only forgoes the speed-up. Returns the
  * rounds served.
  */
-export function primeSession(session: RepairSession, channel: Channel, peer: SelfPeer): number {
+function primeSession(session: RepairSession, channel: Channel, peer: SelfPeer): number {
   const spare = libc.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (spare < 0) return 0;
   const ours = peer.open(spare);

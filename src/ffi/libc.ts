@@ -454,7 +454,9 @@ export class SelfPeer implements PrimingPeer {
   readonly #data = new Uint8Array(1);
   readonly #reply = new Uint8Array(1);
   readonly #control = new Uint8Array(cmsgSpace(SCM_MAX_FD * 4));
+  readonly #controlView = new DataView(this.#control.buffer);
   readonly #msg = new Uint8Array(MSGHDR_SIZE);
+  readonly #msgView = new DataView(this.#msg.buffer);
   readonly #iov = new Uint8Array(IOVEC_SIZE);
   readonly #pair = new Int32Array(2);
   #fd = -1;
@@ -463,7 +465,7 @@ export class SelfPeer implements PrimingPeer {
     const iov = new DataView(this.#iov.buffer);
     iov.setBigUint64(IOV_BASE, addressOf(this.#data), true);
     iov.setBigUint64(IOV_LEN, 1n, true);
-    const m = new DataView(this.#msg.buffer);
+    const m = this.#msgView;
     m.setBigUint64(MSG_IOV, addressOf(this.#iov), true);
     m.setBigUint64(MSG_IOVLEN, 1n, true);
     m.setBigUint64(MSG_CONTROL, addressOf(this.#control), true);
@@ -474,24 +476,29 @@ export class SelfPeer implements PrimingPeer {
    * will carry: the helper's end (to attach to the Channel), or -errno
    */
   open(spare: number): number {
-    const r = sym().socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, this.#pairBytes());
+    const r = sym().socketpair(
+      AF_UNIX,
+      SOCK_STREAM | SOCK_CLOEXEC,
+      0,
+      new Uint8Array(this.#pair.buffer),
+    );
     if (r < 0) return fail();
     this.#fd = this.#pair[0]!;
-    const c = new DataView(this.#control.buffer);
+    const c = this.#controlView;
     c.setInt32(CMSG_LEVEL_OFF, SOL_SOCKET, true);
     c.setInt32(CMSG_TYPE_OFF, SCM_RIGHTS, true);
     for (let i = 0; i < SCM_MAX_FD; i++) c.setInt32(CMSG_HDR_SIZE + 4 * i, spare, true);
     return this.#pair[1]!;
   }
 
-  #pairBytes(): Uint8Array {
-    return new Uint8Array(this.#pair.buffer);
-  }
-
   send(byte: number, count: number): number {
     this.#data[0] = byte;
-    new DataView(this.#control.buffer).setBigUint64(CMSG_LEN_OFF, BigInt(cmsgLen(4 * count)), true);
-    new DataView(this.#msg.buffer).setBigUint64(MSG_CONTROLLEN, BigInt(cmsgSpace(4 * count)), true);
+    // size_t fields written as two 32-bit halves: a BigInt would allocate,
+    // and priming should leave the heap as it found it
+    this.#controlView.setUint32(CMSG_LEN_OFF, cmsgLen(4 * count), true);
+    this.#controlView.setUint32(CMSG_LEN_OFF + 4, 0, true);
+    this.#msgView.setUint32(MSG_CONTROLLEN, cmsgSpace(4 * count), true);
+    this.#msgView.setUint32(MSG_CONTROLLEN + 4, 0, true);
     const r = sym().sendmsg(this.#fd, this.#msg, MSG_NOSIGNAL);
     return r < 0 ? fail() : r;
   }

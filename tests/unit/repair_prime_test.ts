@@ -18,6 +18,8 @@ import {
   TCP_REPAIR_ON,
 } from "../../src/abi.ts";
 import { EPERM } from "../../src/errors.ts";
+
+const EPIPE = 32;
 import { type PrimingPeer, type RepairNative, RepairSession } from "../../src/repair.ts";
 
 /** Records every native call; serves the messages queued in `inbox` */
@@ -141,7 +143,7 @@ Deno.test("prime() without the capability stops at the first refusal, leaking no
 Deno.test("prime() stops when the peer cannot send", () => {
   const native = new FakeNative();
   const peer = new FakePeer(native, 42);
-  peer.send = () => -32; // EPIPE
+  peer.send = () => -EPIPE;
   assert.equal(new RepairSession(native).prime(peer, 4), 0);
   assert.deepEqual(native.calls, []);
 });
