@@ -1,22 +1,18 @@
 // passt-repair: put TCP sockets into repair mode on behalf of passt.
 //
 // Exit status: 0 when passt closes the connection (EOF) or resets it,
-// 1 on any runtime failure, 2 on usage errors (SPEC section 3).
+// 1 on any runtime failure, 2 on usage errors (passt-repair(1), EXIT STATUS).
 //
 // This file is the only one that prints errors and decides the exit status;
 // everything below it throws typed errors that carry their exit code.
 
-import { checkCapability, checkHold, describeRefusal } from "./src/capability.ts";
+import { describeRefusal } from "./src/capability.ts";
 import { HELP, parseCommandLine, USAGE } from "./src/cli.ts";
 import type { Invocation } from "./src/cli.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from "./src/errors.ts";
-import { growDescriptorTable, primeSession } from "./src/fd_table.ts";
-import { describeHardening, lockDown } from "./src/harden.ts";
-import { describeDropFilter, describeHoldNote } from "./src/hold.ts";
 import { locateAndConnect } from "./src/locate.ts";
 import { printError, printErrorText, printOut, warn } from "./src/log.ts";
-import { commandName } from "./src/protocol.ts";
-import { type HoldNote, RepairSession } from "./src/repair.ts";
+import { start } from "./src/startup.ts";
 import { VERSION } from "./src/version.ts";
 
 /** Runs the program; returns the exit status */
@@ -53,72 +49,33 @@ export function main(args: readonly string[]): number {
   }
 }
 
+/** parse -> start -> locate -> serve; the order inside start is src/startup.ts's */
 function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>): number {
-  const verbose = invocation.verbose;
-  const log = verbose ? printError : () => {};
-
-  // Ask, never prompt: an interactive permission prompt would hang a helper
-  // started by KubeVirt or systemd.
-  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
-    printError(
-      "passt-repair needs Deno's --allow-ffi permission (and no other): " +
-        "deno run --allow-ffi main.ts PATH",
-    );
-    return EXIT_USAGE;
-  }
-  // Before any input is read: open libc, prepare the input hold's filter
-  // (its eBPF program cannot be loaded once seccomp refuses bpf), take
-  // every buffer address the protocol needs while we may, harden the
-  // process (non-dumpable, no_new_privs, seccomp on all threads), then
-  // revoke the ffi permission: from here on no further native library can
-  // be loaded; the symbols already bound keep working.
-  const { channel, hardening, filter } = lockDown(Deno.build.arch, {
-    hold: invocation.action === "run" && invocation.hold,
+  const log = invocation.verbose ? printError : () => {};
+  const started = start({
+    log,
+    warn,
+    verbose: invocation.verbose,
+    hold: invocation.action === "run" ? invocation.hold : null,
   });
-  log(describeHardening(hardening));
-
-  const capability = checkCapability();
+  const capability = started.capability;
   if (invocation.action === "check") {
-    if (capability.allowed) {
-      log("TCP_REPAIR can be set: this process has CAP_NET_ADMIN");
-      return EXIT_OK;
+    if (!capability.allowed) {
+      printError(describeRefusal(capability));
+      return EXIT_FAILURE;
     }
-    printError(describeRefusal(capability));
-    return EXIT_FAILURE;
+    log("TCP_REPAIR can be set: this process has CAP_NET_ADMIN");
+    return EXIT_OK;
   }
   if (!capability.allowed) warn(describeRefusal(capability));
-  // The hold, tried once: a kernel that lacks a step would fail every ON
-  const holdProblem = filter === null ? null : checkHold(channel);
-  if (holdProblem === null) log(describeDropFilter(filter));
-  else warn(`input hold unavailable, serving without it: ${holdProblem}`);
 
-  growDescriptorTable();
-
-  const session = new RepairSession(channel, {
-    capable: capability.allowed,
-    hold: filter !== null && holdProblem === null,
-    ...(verbose
-      ? {
-        onCommand: (cmd: number, sockets: number, micros: number) =>
-          log(
-            `${commandName(cmd)} for ${sockets} socket${sockets === 1 ? "" : "s"} in ${micros} µs`,
-          ),
-        onHoldNote: (note: HoldNote) => log(describeHoldNote(commandName(note.cmd), note)),
-      }
-      : {}),
-  });
-  // Warm the per-message code before passt can send anything
-  primeSession(session);
-
-  const { fd, shown, peer } = locateAndConnect(invocation.path, {
+  const located = locateAndConnect(invocation.path, {
     wait: invocation.wait,
     timeout: invocation.timeout,
     warn,
     log,
   });
-  channel.attach(fd);
-  log(`connected to ${shown} (peer pid ${peer.pid}, uid ${peer.uid}, gid ${peer.gid})`);
-
+  const session = started.connected(located);
   const end = session.serve();
   const n = session.commands;
   log(

@@ -23,7 +23,15 @@
 //   timed up to the reply: the kernel's work with no wake-up, no context
 //   switch, no second process. It is a lower bound, not a target: the gap to
 //   it is the price of being a separate process (two wake-ups per message),
-//   which the C helpers pay too.
+//   which the C helpers pay too;
+// - bare Deno (bench/bare_connect.ts): a Deno script that only connects to a
+//   UNIX socket, the yardstick for start to connected and peak RSS.
+//
+// A first table states startup against bare Deno (start to connected, peak
+// RSS once connected and idle) and the first command after a connected
+// helper has idled 2 s against the reply-first C helper after the same idle,
+// for 1 and for 253 sockets: a migration's first command comes long after
+// the helper connected.
 //
 // Helpers are started through bench/c/launcher.c, which gives each the
 // smallest descriptor table (as from a shell) rather than the bench's, sized
@@ -165,7 +173,7 @@ function compile(dir: string): Programs {
 // ---- helpers as passt sees them ----
 
 interface Kind {
-  key: "ours" | "replyFirst" | "closeFirst";
+  key: "ours" | "replyFirst" | "closeFirst" | "bare";
   label: string;
   argv(path: string): string[];
 }
@@ -322,13 +330,17 @@ function exited(pid: number): boolean {
 }
 
 const RECVMSG = Deno.build.arch === "aarch64" ? 212 : 47;
+// Where the bare Deno script waits: its event loop's epoll_wait(),
+// epoll_pwait() or epoll_pwait2()
+const EPOLL_WAITS = Deno.build.arch === "aarch64" ? [22, 441] : [232, 281, 441];
 
-/** Waits (a bounded while) until the helper sits in recvmsg(), idle */
+/** Waits (a bounded while) until the helper sits in recvmsg() (or epoll), idle */
 function untilIdle(h: Connected): void {
   const deadline = performance.now() + 20000;
+  const idle = h.kind.key === "bare" ? EPOLL_WAITS : [RECVMSG];
   for (;;) {
     const text = readSmallFile(`/proc/${h.process.pid}/syscall`);
-    if (text !== null && Number(text.split(" ")[0]) === RECVMSG) return;
+    if (text !== null && idle.includes(Number(text.split(" ")[0]))) return;
     if (performance.now() > deadline) {
       throw new BenchError(`${h.kind.label} never blocked in recvmsg()`);
     }
@@ -453,7 +465,7 @@ const median = (v: ArrayLike<number>) => quantile(v, 0.5);
 
 // ---- the run ----
 
-type Figures = Record<Kind["key"] | "floor", number | null>;
+type Figures = Record<Exclude<Kind["key"], "bare"> | "floor", number | null>;
 
 interface Row {
   label: string;
@@ -461,10 +473,70 @@ interface Row {
   figures: Figures;
 }
 
+/** Startup and the first command after idle: ours, the bare Deno script, C */
+interface StartRow {
+  label: string;
+  unit: "ms" | "µs" | "MB";
+  figures: Record<"ours" | "bare" | "replyFirst", number | null>;
+}
+
+function figuresOf(
+  samples: Record<Kind["key"], number[]>,
+  f: (v: number[]) => number,
+): StartRow["figures"] {
+  return { ours: f(samples.ours), bare: f(samples.bare), replyFirst: f(samples.replyFirst) };
+}
+
+/** How long a connected helper idles before the command timed after it */
+const IDLE_MS = 2000;
+const SIZES_AFTER_IDLE = [1, SCM_MAX_FD] as const;
+
+/**
+ * The first command a connected helper gets after idling IDLE_MS, as in a
+ * migration (the helper connects long before passt needs it): each helper
+ * fresh, one command each, for 1 and for 253 sockets. All helpers of a
+ * round are connected at once and idle together; the idle is the thing
+ * measured, not a wait for an event. Times in ms, by "key:size".
+ */
+async function firstAfterIdle(
+  launcher: Launcher,
+  kinds: readonly Kind[],
+  pool: Pool,
+  o: Options,
+  dir: string,
+): Promise<Map<string, number[]>> {
+  const times = new Map<string, number[]>();
+  const plan = kinds.flatMap((kind) => SIZES_AFTER_IDLE.map((n) => ({ kind, n })));
+  for (let rep = 0; rep < o.cold; rep++) {
+    const round: Array<{ h: Connected; n: number }> = [];
+    try {
+      for (let j = 0; j < plan.length; j++) {
+        const { kind, n } = plan[(rep + j) % plan.length]!;
+        round.push({ h: await connectHelper(launcher, kind, dir), n });
+      }
+      for (const { h } of round) untilIdle(h);
+      await new Promise((r) => setTimeout(r, IDLE_MS));
+      for (const { h, n } of round) {
+        h.passt.load(pool.fds, 0, n);
+        const t = roundTrip(h, pool, 0, n, rep);
+        pool.checkAll(0, n, h.kind.label);
+        const key = `${h.kind.key}:${n}`;
+        if (!times.has(key)) times.set(key, []);
+        times.get(key)!.push(t);
+      }
+      for (const { h } of round) await finish(h);
+    } catch (e) {
+      for (const { h } of round) h.process.kill();
+      throw e;
+    }
+  }
+  return times;
+}
+
 async function bench(
   o: Options,
   dir: string,
-): Promise<{ rows: Row[]; notes: string[]; hold: HoldRow[] }> {
+): Promise<{ rows: Row[]; startRows: StartRow[]; notes: string[]; hold: HoldRow[] }> {
   // Permission to switch repair mode at all, or every figure would be an error
   const probe = tcpSocket(4);
   const allowed = setRepairDirect(probe, TCP_REPAIR_ON);
@@ -481,8 +553,24 @@ async function bench(
     { key: "replyFirst", label: "C, reply first", argv: (p) => [programs.replyFirst, p] },
     { key: "closeFirst", label: "C, close first", argv: (p) => [programs.closeFirst, p] },
   ];
+  const bare: Kind = {
+    key: "bare",
+    label: "bare Deno",
+    argv: (p) => [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      `--allow-read=${p}`,
+      `--allow-write=${p}`,
+      `${HERE}bare_connect.ts`,
+      p,
+    ],
+  };
   const launcher = new Launcher(programs.launcher);
-  const notes: string[] = [`ours: ${helperCommand(["--no-hold", "PATH"]).join(" ")}`];
+  const notes: string[] = [
+    `ours: ${helperCommand(["--no-hold", "PATH"]).join(" ")}`,
+    `bare Deno: ${bare.argv("PATH").join(" ")}`,
+  ];
   let pool: Pool;
   try {
     pool = new Pool(o.pool);
@@ -492,33 +580,42 @@ async function bench(
   }
   const rows: Row[] = [];
   let hold: HoldRow[] = [];
+  const startRows: StartRow[] = [];
   const none = (): Figures => ({ ours: null, replyFirst: null, closeFirst: null, floor: null });
 
   try {
     // Start each once untimed: Deno transpiles and caches main.ts on a first run
-    for (const kind of kinds) await finish(await connectHelper(launcher, kind, dir));
+    for (const kind of [...kinds, bare]) await finish(await connectHelper(launcher, kind, dir));
 
-    // Startup and the cold first message, each helper fresh every time
-    const startup = {
-      ours: [] as number[],
-      replyFirst: [] as number[],
-      closeFirst: [] as number[],
-    };
+    // Startup and the cold first message, each helper fresh every time; the
+    // bare script only starts and connects
+    const startKinds = [...kinds, bare];
+    const startup = { ours: [], replyFirst: [], closeFirst: [], bare: [] } as Record<
+      Kind["key"],
+      number[]
+    >;
+    const connectedRss = { ours: [], replyFirst: [], closeFirst: [], bare: [] } as Record<
+      Kind["key"],
+      number[]
+    >;
     const cold = { ours: [] as number[], replyFirst: [] as number[], closeFirst: [] as number[] };
     for (let rep = 0; rep < o.cold; rep++) {
-      for (let j = 0; j < kinds.length; j++) {
-        const kind = kinds[(rep + j) % kinds.length]!;
+      for (let j = 0; j < startKinds.length; j++) {
+        const kind = startKinds[(rep + j) % startKinds.length]!;
         const h = await connectHelper(launcher, kind, dir);
         try {
           startup[kind.key].push(h.startupMs);
           untilIdle(h);
+          connectedRss[kind.key].push(procStatus(h.process.pid, "VmHWM") / 1024);
           if (rep === 0) {
             const size = procStatus(h.process.pid, "FDSize");
             notes.push(`${kind.label}: descriptor table of ${size} when connected and idle`);
           }
-          h.passt.load(pool.fds, 0, SCM_MAX_FD);
-          cold[kind.key].push(roundTrip(h, pool, 0, SCM_MAX_FD, rep));
-          pool.checkAll(0, SCM_MAX_FD, kind.label);
+          if (kind.key !== "bare") {
+            h.passt.load(pool.fds, 0, SCM_MAX_FD);
+            cold[kind.key].push(roundTrip(h, pool, 0, SCM_MAX_FD, rep));
+            pool.checkAll(0, SCM_MAX_FD, kind.label);
+          }
           await finish(h);
         } catch (e) {
           h.process.kill();
@@ -526,15 +623,32 @@ async function bench(
         }
       }
     }
+    const idle = await firstAfterIdle(launcher, [kinds[0]!, kinds[1]!], pool, o, dir);
+    startRows.push(
+      { label: "start to connected", unit: "ms", figures: figuresOf(startup, median) },
+      {
+        label: "peak RSS when connected (VmHWM)",
+        unit: "MB",
+        figures: figuresOf(connectedRss, median),
+      },
+      ...SIZES_AFTER_IDLE.map((n) => ({
+        label: `first command after ${IDLE_MS / 1000} s idle, ${n} socket${n === 1 ? "" : "s"}`,
+        unit: "µs" as const,
+        figures: {
+          ours: median(idle.get(`ours:${n}`)!) * 1000,
+          bare: null,
+          replyFirst: median(idle.get(`replyFirst:${n}`)!) * 1000,
+        },
+      })),
+    );
     const row = (label: string, unit: Row["unit"], f: (k: Kind["key"]) => number | null) => {
       const figures = none();
-      for (const k of kinds) figures[k.key] = f(k.key);
+      for (const k of kinds) figures[k.key as Exclude<Kind["key"], "bare">] = f(k.key);
       const r = { label, unit, figures };
       rows.push(r);
       return r;
     };
-    row("startup to connected", "ms", (k) => median(startup[k]));
-    row("first 253-socket message (cold)", "ms", (k) => median(cold[k]));
+    row("first 253-socket message (cold)", "ms", (k) => k === "bare" ? null : median(cold[k]));
 
     // Steady state: all three connected, served in turn
     const helpers: Connected[] = [];
@@ -631,7 +745,7 @@ async function bench(
     pool.close();
     await launcher.close();
   }
-  return { rows, notes, hold };
+  return { rows, startRows, notes, hold };
 }
 
 // ---- what the input hold costs ----
@@ -980,6 +1094,54 @@ function table(rows: Row[]): string {
   return [line(head), rule, ...body.map(line)].join("\n");
 }
 
+function startTable(rows: StartRow[]): string {
+  const head = [
+    "startup and idle",
+    "ours",
+    "bare Deno",
+    "C, reply first",
+    "ours ÷ bare",
+    "ours ÷ C",
+  ];
+  const body = rows.map((r) => [
+    r.label,
+    format(r.figures.ours, r.unit),
+    format(r.figures.bare, r.unit),
+    format(r.figures.replyFirst, r.unit),
+    ratio(r.figures.ours, r.figures.bare),
+    ratio(r.figures.ours, r.figures.replyFirst),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) =>
+    `| ${
+      cells.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join(" | ")
+    } |`;
+  const rule = `|${
+    widths.map((w, i) => i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":").join("|")
+  }|`;
+  return [line(head), rule, ...body.map(line)].join("\n");
+}
+
+function startVerdicts(rows: StartRow[]): string[] {
+  const [start, rss, ...idle] = rows.map((r) => r.figures);
+  const mark = (ok: boolean) => ok ? "met" : "MISSED";
+  return [
+    `start to connected within 1.5× of bare Deno: ${ratio(start!.ours, start!.bare)} (${
+      mark(start!.ours! <= 1.5 * start!.bare!)
+    })`,
+    `peak RSS within 6 MB of bare Deno: +${(rss!.ours! - rss!.bare!).toFixed(1)} MB (${
+      mark(rss!.ours! - rss!.bare! <= 6)
+    })`,
+    ...idle.map((f, i) =>
+      `first command after idle, ${SIZES_AFTER_IDLE[i]} socket${
+        i === 0 ? "" : "s"
+      }, within 1.5× of C reply first: ${ratio(f.ours, f.replyFirst)} (${
+        mark(f.ours! <= 1.5 * f.replyFirst!)
+      })`
+    ),
+  ];
+}
+
 function verdicts(rows: Row[]): string[] {
   const get = (label: string) => rows.find((r) => r.label === label)!.figures;
   const cold = get("first 253-socket message (cold)");
@@ -1028,11 +1190,13 @@ async function main(args: string[]): Promise<number> {
   const started = performance.now();
   const loadBefore = loadAverage();
   try {
-    const { rows, notes, hold } = await bench(o, dir);
+    const { rows, startRows, notes, hold } = await bench(o, dir);
     const seconds = (performance.now() - started) / 1000;
+    console.log(startTable(startRows));
+    console.log();
     console.log(table(rows));
     console.log();
-    for (const v of verdicts(rows)) console.log(`target: ${v}`);
+    for (const v of [...startVerdicts(startRows), ...verdicts(rows)]) console.log(`target: ${v}`);
     console.log();
     console.log(holdTable(hold));
     console.log();

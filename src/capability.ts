@@ -15,7 +15,7 @@ export type CapabilityResult =
   | { readonly allowed: false; readonly step: "socket" | "setsockopt"; readonly errno: number };
 
 /** How to grant the capability, for messages */
-export const HOW_TO_GRANT = "run as root, set the file capability on the compiled " +
+const HOW_TO_GRANT = "run as root, set the file capability on the compiled " +
   "binary (setcap cap_net_admin+ep passt-repair), or give it as an ambient " +
   "capability (systemd AmbientCapabilities=CAP_NET_ADMIN)";
 

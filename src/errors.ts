@@ -3,13 +3,20 @@
 
 import { ERRNO } from "./errno_table.ts";
 
-/** Exit statuses (SPEC section 3): 0 on EOF, 1 on failure, 2 on usage error */
+/** Exit statuses (passt-repair(1), EXIT STATUS): 0 on EOF, 1 on failure, 2 on usage error */
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
-// The errno values the program acts on (asm-generic/errno-base.h and
-// asm-generic/errno.h, shared by x86_64 and aarch64)
+/** "No such file or directory (ENOENT)": errno as text and symbol, never bare */
+export function describeErrno(errno: number): string {
+  const known = ERRNO.get(errno);
+  if (known === undefined) return `Unknown error ${errno} (errno ${errno})`;
+  return `${known[1]} (${known[0]})`;
+}
+
+// The errno values the program tests for by name (asm-generic/errno-base.h
+// and asm-generic/errno.h, the same on x86_64 and aarch64)
 export const EPERM = 1;
 export const ENOENT = 2;
 export const EINTR = 4;
@@ -18,13 +25,6 @@ export const EACCES = 13;
 export const EINVAL = 22;
 export const ECONNRESET = 104;
 export const ECONNREFUSED = 111;
-
-/** "No such file or directory (ENOENT)": errno as text and symbol, never bare */
-export function describeErrno(errno: number): string {
-  const known = ERRNO.get(errno);
-  if (known === undefined) return `Unknown error ${errno} (errno ${errno})`;
-  return `${known[1]} (${known[0]})`;
-}
 
 /** Symbolic name of an errno, e.g. "ECONNREFUSED" */
 export function errnoName(errno: number): string {
@@ -89,20 +89,21 @@ export class SyscallError extends PasstRepairError {
   }
 }
 
+/**
+ * A native wrapper's result (a value, or -errno) as a value: returns `r` when
+ * it is not negative, else throws a SyscallError for `syscall` with errno -r,
+ * led by `context` (and followed by `hint`, if any)
+ */
+export function check(r: number, syscall: string, context: string, hint = ""): number {
+  if (r < 0) throw new SyscallError(syscall, -r, context, hint);
+  return r;
+}
+
 /** The peer sent something that is not a valid command message */
 export class ProtocolError extends PasstRepairError {
   constructor(message: string) {
     super(message, EXIT_FAILURE);
   }
-}
-
-/**
- * Returns `r` when it is not negative; else throws SyscallError for `syscall`
- * with -r as errno: one line for every "call, then fail with its errno"
- */
-export function check(r: number, syscall: string, context: string, hint = ""): number {
-  if (r < 0) throw new SyscallError(syscall, -r, context, hint);
-  return r;
 }
 
 /** Waiting for the socket (to appear, or to accept) took longer than --timeout */

@@ -9,19 +9,8 @@
 // With the input hold (src/hold.ts), each socket's hold joins its switch: ON
 // then hold, OFF then release, socket by socket, all before the reply.
 
-import {
-  CMSG_HDR_SIZE,
-  CMSG_LEN_OFF,
-  CMSG_LEVEL_OFF,
-  CMSG_TYPE_OFF,
-  cmsgLen,
-  SCM_MAX_FD,
-  SCM_RIGHTS,
-  SOL_SOCKET,
-  TCP_REPAIR_OFF_NO_WP,
-  TCP_REPAIR_ON,
-} from "./abi.ts";
-import { type PasstRepairError, SyscallError } from "./errors.ts";
+import { SCM_MAX_FD, TCP_REPAIR_OFF_NO_WP, TCP_REPAIR_ON } from "./abi.ts";
+import { check, ECONNRESET, EINTR, EPERM, PasstRepairError, SyscallError } from "./errors.ts";
 import { type HoldNative, type HoldOutcome, InputHold } from "./hold.ts";
 import {
   ancillaryError,
@@ -32,10 +21,6 @@ import {
   Problem,
   unsupportedCommand,
 } from "./protocol.ts";
-
-const EINTR = 4;
-const EPERM = 1;
-const ECONNRESET = 104;
 
 /** The native operations one connection needs (the hold's among them) */
 export interface RepairNative extends HoldNative {
@@ -61,14 +46,25 @@ export interface RepairNative extends HoldNative {
 }
 
 /**
- * How often prime() runs the per-message code by default. Measured with the
- * bench (first 253-socket message, median of 15 fresh helpers): 1.4-1.6 ms
- * without priming, about 0.87 ms after 10 or 20 rounds, 0.70 ms after 200;
- * each round costs about 0.3 ms of startup (253 setsockopt and close calls),
- * and startup is not on the migration's critical path, but it is not free
- * either.
+ * passt's end of a socket pair of the helper's own, for prime(): it sends
+ * real command messages carrying copies of a throwaway TCP socket
  */
-export const PRIME_ROUNDS = 20;
+export interface PrimingPeer {
+  /** sendmsg() of `byte` with `count` descriptors: 1, or -errno */
+  send(byte: number, count: number): number;
+  /** Reads the reply byte: 1, 0 at EOF, or -errno */
+  receiveReply(): number;
+}
+
+/**
+ * How prime() exercises the message path: PRIME_ROUNDS messages, every
+ * PRIME_FULL_EVERY-th of them carrying SCM_MAX_FD descriptors and the rest
+ * one. Many small rounds let the JIT compile receive, switch, reply and
+ * close; the full ones run the loops at the size passt sends. Measured with
+ * `deno task bench` (first command after 2 s idle; README, "Performance").
+ */
+const PRIME_ROUNDS = 400;
+const PRIME_FULL_EVERY = 50;
 
 /** Observes each carried-out command (for --verbose) */
 export type CommandObserver = (cmd: number, sockets: number, micros: number) => void;
@@ -120,21 +116,26 @@ export function epermHint(capable: boolean | undefined): string {
 /** One connection to passt, served message by message */
 export class RepairSession {
   readonly #native: RepairNative;
-  readonly #options: SessionOptions;
+  readonly #capable: boolean | undefined;
+  // Absent while priming: priming's commands are not passt's
+  #onCommand: CommandObserver | undefined;
+  #onHoldNote: ((note: HoldNote) => void) | undefined;
+  readonly #hold: InputHold | null;
+  // Whether #switchAll() stopped at the hold rather than at TCP_REPAIR
+  #holdFailed = false;
   // Set up once and reused for every message: nothing is allocated per
   // message or per descriptor on the success path.
   readonly #fds = new Int32Array(SCM_MAX_FD + 1);
   readonly #found = new Int32Array(1);
-  readonly #hold: InputHold | null;
   #commands = 0;
   // errno of the setsockopt() that #switchAll() stopped at
   #errno = 0;
-  // Whether #switchAll() stopped at the hold rather than at TCP_REPAIR
-  #holdFailed = false;
 
   constructor(native: RepairNative, options: SessionOptions = {}) {
     this.#native = native;
-    this.#options = options;
+    this.#capable = options.capable;
+    this.#onCommand = options.onCommand;
+    this.#onHoldNote = options.onHoldNote;
     this.#hold = options.hold === true ? new InputHold(native) : null;
   }
 
@@ -161,13 +162,13 @@ export class RepairSession {
     const native = this.#native;
     let r: number;
     do r = native.receive(); while (r === -EINTR);
-    const t0 = this.#options.onCommand ? performance.now() : 0;
+    const t0 = this.#onCommand ? performance.now() : 0;
     if (r === 0) {
       this.#closeReceived(native);
       return "eof";
     }
     if (r === -ECONNRESET) return "reset";
-    if (r < 0) throw new SyscallError("recvmsg", -r, "Failed to receive from peer");
+    check(r, "recvmsg", "Failed to receive from peer");
 
     const fds = this.#fds;
     const problem = parseRights(
@@ -198,7 +199,7 @@ export class RepairSession {
       this.#closeAll(n);
       throw this.#holdFailed && hold !== null
         ? holdFailure(cmd, done, n, fd, this.#errno, hold.failedCall)
-        : repairFailure(cmd, done, n, fd, this.#errno, this.#options.capable);
+        : repairFailure(cmd, done, n, fd, this.#errno, this.#capable);
     }
 
     // Reply first, close after: passt's own descriptors keep the sockets alive,
@@ -216,7 +217,7 @@ export class RepairSession {
       );
     }
     // The time passt waited: from the message to the reply, not the closes
-    const micros = this.#options.onCommand ? Math.round((performance.now() - t0) * 1000) : 0;
+    const micros = this.#onCommand ? Math.round((performance.now() - t0) * 1000) : 0;
     // Off the critical path too: which sockets the message held, by cookie
     const recorded = hold === null ? 0 : hold.commit();
     this.#closeAll(n);
@@ -225,13 +226,13 @@ export class RepairSession {
       throw holdFailure(cmd, at, n, fds[at]!, -recorded, hold!.failedCall, true);
     }
     this.#commands++;
-    this.#options.onCommand?.(cmd, n, micros);
+    this.#onCommand?.(cmd, n, micros);
     if (hold !== null && hold.notes > 0) this.#reportNotes(hold, cmd, n);
     return null;
   }
 
   #reportNotes(hold: InputHold, cmd: number, count: number): void {
-    const observer = this.#options.onHoldNote;
+    const observer = this.#onHoldNote;
     if (observer === undefined) return;
     for (let k = 0; k < hold.notes; k++) {
       const { position, outcome, filter } = hold.note(k);
@@ -249,30 +250,37 @@ export class RepairSession {
   }
 
   /**
-   * Runs the per-message code that does not need passt (parsing a full
-   * control message, switching and closing a full batch) `rounds` times, so
-   * that the JIT has compiled it before the first real message, the one a
-   * migration waits for. `spare` is a throwaway TCP socket of our own that
-   * takes the switches; the closes go to descriptor -1 (EBADF, no effect).
-   * Call it before connecting: it writes into the control buffer.
+   * Serves `rounds` real messages from `peer`, a socket pair of our own that
+   * the native side is attached to for the while, so that every call on the
+   * message path (recvmsg, parsing, setsockopt, send, close) has been made
+   * and compiled before passt's first message, the one a migration waits
+   * for. The descriptors are copies of a throwaway TCP socket of ours; each
+   * is switched and closed like passt's. Returns the rounds served: fewer
+   * when a switch is refused (no CAP_NET_ADMIN here), which only forgoes
+   * the speed-up. Counts and observes nothing.
    */
-  prime(spare: number, rounds = PRIME_ROUNDS): void {
-    const native = this.#native;
-    const control = native.control;
-    const n = SCM_MAX_FD;
-    control.setUint32(CMSG_LEN_OFF, cmsgLen(4 * n), true);
-    control.setUint32(CMSG_LEN_OFF + 4, 0, true);
-    control.setInt32(CMSG_LEVEL_OFF, SOL_SOCKET, true);
-    control.setInt32(CMSG_TYPE_OFF, SCM_RIGHTS, true);
-    for (let i = 0; i < n; i++) control.setInt32(CMSG_HDR_SIZE + 4 * i, spare, true);
-    for (let r = 0; r < rounds; r++) {
-      parseRights(control, cmsgLen(4 * n), 0, this.#fds, this.#found);
-      const cmd = commandOf((r & 1) === 0 ? TCP_REPAIR_ON : TCP_REPAIR_OFF_NO_WP);
-      if (isCommand(cmd)) this.#switchAll(cmd, this.#found[0]!);
-      this.#fds.fill(-1);
-      this.#closeAll(n);
+  prime(peer: PrimingPeer, rounds = PRIME_ROUNDS, fullEvery = PRIME_FULL_EVERY): number {
+    const observer = this.#onCommand;
+    const noteObserver = this.#onHoldNote;
+    this.#onCommand = undefined;
+    this.#onHoldNote = undefined;
+    let served = 0;
+    try {
+      for (; served < rounds; served++) {
+        const cmd = (served & 1) === 0 ? TCP_REPAIR_ON : TCP_REPAIR_OFF_NO_WP;
+        const count = served % fullEvery === 0 ? SCM_MAX_FD : 1;
+        if (peer.send(cmd & 0xff, count) !== 1) break;
+        if (this.step() !== null || peer.receiveReply() !== 1) break;
+      }
+    } catch (e) {
+      // A refused switch: step() has closed what it received
+      if (!(e instanceof PasstRepairError)) throw e;
+    } finally {
+      this.#onCommand = observer;
+      this.#onHoldNote = noteObserver;
+      this.#commands = 0;
     }
-    control.setUint32(CMSG_LEN_OFF, 0, true);
+    return served;
   }
 
   /**

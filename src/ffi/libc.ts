@@ -14,6 +14,7 @@
 // computed once before the ffi permission is revoked.
 
 import {
+  AF_UNIX,
   type Arch,
   AT_EMPTY_PATH,
   BPF_ATTR_INSN_CNT,
@@ -26,6 +27,12 @@ import {
   BPF_OBJ_NAME_LEN,
   BPF_PROG_LOAD,
   BPF_PROG_TYPE_SOCKET_FILTER,
+  CMSG_HDR_SIZE,
+  CMSG_LEN_OFF,
+  CMSG_LEVEL_OFF,
+  CMSG_TYPE_OFF,
+  cmsgLen,
+  cmsgSpace,
   CONTROL_SIZE,
   IOV_BASE,
   IOV_LEN,
@@ -40,14 +47,18 @@ import {
   MSG_NAMELEN,
   MSG_NOSIGNAL,
   MSGHDR_SIZE,
+  SCM_MAX_FD,
+  SCM_RIGHTS,
   SO_ATTACH_BPF,
   SO_ATTACH_FILTER,
   SO_COOKIE,
   SO_DETACH_FILTER,
   SO_GET_FILTER,
   SO_PEERCRED,
+  SOCK_CLOEXEC,
   SOCK_FILTER_SIZE,
   SOCK_FPROG_SIZE,
+  SOCK_STREAM,
   SOL_SOCKET,
   SOL_TCP,
   STATX_INO,
@@ -73,7 +84,7 @@ import {
   EBPF_PROGRAM_NAME,
   type HoldKind,
 } from "../hold.ts";
-import type { RepairNative } from "../repair.ts";
+import type { PrimingPeer, RepairNative } from "../repair.ts";
 
 // Types named after C, so that each row reads like its prototype
 const int = "i32";
@@ -95,6 +106,12 @@ const SYMBOLS = {
   recvmsg: { parameters: [int, buffer, int], result: ssize_t_small },
   // ssize_t send(int sockfd, const void *buf, size_t len, int flags)
   send: { parameters: [int, buffer, size_t, int], result: ssize_t_small },
+  // int socketpair(int domain, int type, int protocol, int sv[2]): only at
+  // startup, for the socket pair over which the helper primes itself
+  socketpair: { parameters: [int, int, int, buffer], result: int },
+  // ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags): only at
+  // startup, to send the helper's own throwaway socket to itself (SelfPeer)
+  sendmsg: { parameters: [int, buffer, int], result: ssize_t_small },
   // int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
   setsockopt: { parameters: [int, int, int, buffer, uint], result: int },
   // int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
@@ -585,6 +602,77 @@ export class Channel implements RepairNative {
 }
 
 const EINVAL = 22;
+/**
+ * passt's end of a socket pair of the helper's own, for priming: it sends
+ * the helper's throwaway TCP socket to the helper's Channel in real
+ * SCM_RIGHTS messages and reads the replies, so that the first real message
+ * finds every call on its path already made once (RepairSession.prime()).
+ * Like the Channel, construct it before the ffi permission is revoked.
+ */
+export class SelfPeer implements PrimingPeer {
+  readonly #data = new Uint8Array(1);
+  readonly #reply = new Uint8Array(1);
+  readonly #control = new Uint8Array(cmsgSpace(SCM_MAX_FD * 4));
+  readonly #controlView = new DataView(this.#control.buffer);
+  readonly #msg = new Uint8Array(MSGHDR_SIZE);
+  readonly #msgView = new DataView(this.#msg.buffer);
+  readonly #iov = new Uint8Array(IOVEC_SIZE);
+  readonly #pair = new Int32Array(2);
+  #fd = -1;
+
+  constructor() {
+    const iov = new DataView(this.#iov.buffer);
+    iov.setBigUint64(IOV_BASE, addressOf(this.#data), true);
+    iov.setBigUint64(IOV_LEN, 1n, true);
+    const m = this.#msgView;
+    m.setBigUint64(MSG_IOV, addressOf(this.#iov), true);
+    m.setBigUint64(MSG_IOVLEN, 1n, true);
+    m.setBigUint64(MSG_CONTROL, addressOf(this.#control), true);
+  }
+
+  /**
+   * Makes the socket pair and loads `spare` as every descriptor a message
+   * will carry: the helper's end (to attach to the Channel), or -errno
+   */
+  open(spare: number): number {
+    const r = sym().socketpair(
+      AF_UNIX,
+      SOCK_STREAM | SOCK_CLOEXEC,
+      0,
+      new Uint8Array(this.#pair.buffer),
+    );
+    if (r < 0) return fail();
+    this.#fd = this.#pair[0]!;
+    const c = this.#controlView;
+    c.setInt32(CMSG_LEVEL_OFF, SOL_SOCKET, true);
+    c.setInt32(CMSG_TYPE_OFF, SCM_RIGHTS, true);
+    for (let i = 0; i < SCM_MAX_FD; i++) c.setInt32(CMSG_HDR_SIZE + 4 * i, spare, true);
+    return this.#pair[1]!;
+  }
+
+  send(byte: number, count: number): number {
+    this.#data[0] = byte;
+    // size_t fields written as two 32-bit halves: a BigInt would allocate,
+    // and priming should leave the heap as it found it
+    this.#controlView.setUint32(CMSG_LEN_OFF, cmsgLen(4 * count), true);
+    this.#controlView.setUint32(CMSG_LEN_OFF + 4, 0, true);
+    this.#msgView.setUint32(MSG_CONTROLLEN, cmsgSpace(4 * count), true);
+    this.#msgView.setUint32(MSG_CONTROLLEN + 4, 0, true);
+    const r = sym().sendmsg(this.#fd, this.#msg, MSG_NOSIGNAL);
+    return r < 0 ? fail() : r;
+  }
+
+  receiveReply(): number {
+    const r = sym().read(this.#fd, this.#reply, 1n);
+    return r < 0 ? fail() : r;
+  }
+
+  /** Closes passt's end (the helper's end belongs to whoever attached it) */
+  close(): void {
+    if (this.#fd >= 0) sym().close(this.#fd);
+    this.#fd = -1;
+  }
+}
 
 function addressOf(buf: Uint8Array): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));

@@ -97,3 +97,54 @@ unit("HELP starts with the usage and documents every option", () => {
     assert.ok(HELP.includes(option), option);
   }
 });
+
+unit("parseCommandLine() says what is wrong with a negative --timeout", () => {
+  const positive = '--timeout needs a positive number of seconds, not "-1"';
+  assert.equal(usageError(["--timeout", "-1", "p"]), positive);
+  assert.equal(usageError(["--timeout=-1", "p"]), positive);
+  assert.equal(
+    usageError(["--timeout", "0", "p"]),
+    '--timeout needs a positive number of seconds, not "0"',
+  );
+  // As getopt does, the next argument is the value, whatever it looks like
+  assert.equal(
+    usageError(["--timeout", "--wait", "p"]),
+    '--timeout needs a number of seconds, not "--wait"',
+  );
+  assert.equal(usageError(["--timeout=", "p"]), '--timeout needs a number of seconds, not ""');
+});
+
+unit(
+  "parseCommandLine() takes options after PATH, the last of a repeated one, and '-' as PATH",
+  () => {
+    assert.deepEqual(parseCommandLine(["p", "--verbose", "--timeout", "1", "--timeout=2"]), {
+      action: "run",
+      path: "p",
+      timeout: 2,
+      wait: false,
+      verbose: true,
+      hold: true,
+    });
+    const dash = parseCommandLine(["-"]);
+    assert.equal(dash.action === "run" && dash.path, "-");
+    // After --, everything is a positional, even an option's name
+    assert.equal(usageError(["--", "--verbose", "p"]), "Exactly one PATH expected, got 2");
+    const after = parseCommandLine(["--verbose", "--", "--wait"]);
+    assert.equal(after.action === "run" && after.path, "--wait");
+  },
+);
+
+unit("parseCommandLine() reads short options grouped, and names the unknown letter", () => {
+  assert.deepEqual(parseCommandLine(["-hh"]), { action: "help" });
+  assert.equal(usageError(["-hx"]), "Unknown option -x");
+  assert.equal(usageError(["--help=yes"]), "Option --help takes no value");
+  assert.equal(usageError(["--=x"]), "Unknown option --");
+});
+
+unit("HELP aligns every option's description in one column", () => {
+  const options = HELP.split("\nOptions:\n")[1]!.split("\n\n")[0]!.split("\n");
+  const column = (line: string) => /^(\s+-\S*(?: \S+)*?\s{2,}|\s+)\S/.exec(line)![1]!.length;
+  const columns = new Set(options.map(column));
+  assert.equal(columns.size, 1, options.join("\n"));
+  assert.ok(options.every((l) => l.length <= 78), "no line wider than 78");
+});

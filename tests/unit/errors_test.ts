@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import * as errors from "../../src/errors.ts";
 import {
+  check,
   describeErrno,
   errnoName,
   NotASocketError,
@@ -40,4 +42,23 @@ unit("path errors exit 2 and say what is wrong", () => {
   assert.match(link.message, /^\/run\/vm\.repair is a symbolic link: name the socket itself/);
   assert.equal(link.exitCode, 2);
   assert.equal(new TimeoutError(1.5, "x").exitCode, 1);
+});
+
+unit("the named errno values are the ones their names say", () => {
+  const named = Object.entries(errors).filter(([name]) => /^E[A-Z0-9]+$/.test(name));
+  assert.ok(named.length >= 8, named.join(" "));
+  for (const [name, value] of named) assert.equal(errnoName(value as number), name);
+});
+
+unit("check() passes a result through and turns -errno into a SyscallError", () => {
+  assert.equal(check(0, "close", "unused"), 0);
+  assert.equal(check(7, "socket", "unused"), 7);
+  assert.throws(
+    () => check(-errors.ECONNREFUSED, "connect", "Failed to connect to /x", "is passt running?"),
+    (e) =>
+      e instanceof SyscallError && e.syscall === "connect" && e.errnoName === "ECONNREFUSED" &&
+      e.exitCode === 1 &&
+      e.message ===
+        "Failed to connect to /x: Connection refused (ECONNREFUSED); is passt running?",
+  );
 });

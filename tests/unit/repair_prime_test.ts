@@ -1,6 +1,7 @@
-// RepairSession.prime(): it runs the per-message code on a spare socket of
-// our own before connecting, and must leave nothing behind that a real
-// message could see. Pure: a fake RepairNative, no permissions.
+// RepairSession.prime(): it serves real messages from a socket pair of our
+// own, carrying copies of a spare socket, and must leave nothing behind that
+// passt's messages could see. Pure: a fake RepairNative and a fake peer, no
+// permissions.
 
 import assert from "node:assert/strict";
 import {
@@ -16,9 +17,10 @@ import {
   TCP_REPAIR_OFF_NO_WP,
   TCP_REPAIR_ON,
 } from "../../src/abi.ts";
-import { type RepairNative, RepairSession } from "../../src/repair.ts";
+import { EPERM } from "../../src/errors.ts";
 
-const EPERM = 1;
+const EPIPE = 32;
+import { type PrimingPeer, type RepairNative, RepairSession } from "../../src/repair.ts";
 
 /** Records every native call; serves the messages queued in `inbox` */
 class FakeNative implements RepairNative {
@@ -81,44 +83,93 @@ class FakeNative implements RepairNative {
   }
 }
 
-Deno.test("prime() switches only the spare socket, alternating ON and OFF_NO_WP", () => {
+/** passt's end of the priming pair: what it sends lands in `native.inbox` */
+class FakePeer implements PrimingPeer {
+  readonly sent: Array<[number, number]> = [];
+  constructor(readonly native: FakeNative, readonly spare: number) {}
+  send(byte: number, count: number): number {
+    this.sent.push([byte, count]);
+    this.native.inbox.push({ cmd: byte, fds: Array(count).fill(this.spare) });
+    return 1;
+  }
+  receiveReply(): number {
+    const last = this.native.calls.at(-1) ?? "";
+    return last.startsWith("reply") ? 1 : 0;
+  }
+}
+
+Deno.test("prime() serves real messages: ON and OFF_NO_WP in turn, full batches among single ones", () => {
   const native = new FakeNative();
-  new RepairSession(native).prime(42, 3);
-  assert.equal(native.switched.length, 3 * SCM_MAX_FD);
+  const peer = new FakePeer(native, 42);
+  assert.equal(new RepairSession(native).prime(peer, 6, 3), 6);
+  assert.deepEqual(peer.sent, [
+    [TCP_REPAIR_ON, SCM_MAX_FD],
+    [TCP_REPAIR_OFF_NO_WP & 0xff, 1],
+    [TCP_REPAIR_ON, 1],
+    [TCP_REPAIR_OFF_NO_WP & 0xff, SCM_MAX_FD],
+    [TCP_REPAIR_ON, 1],
+    [TCP_REPAIR_OFF_NO_WP & 0xff, 1],
+  ]);
+  assert.equal(native.switched.length, 2 * SCM_MAX_FD + 4);
   assert.ok(native.switched.every(([fd]) => fd === 42), "every switch on the spare socket");
-  const ops = [0, 1, 2].map((r) => native.switched[r * SCM_MAX_FD]![1]);
-  assert.deepEqual(ops, [TCP_REPAIR_ON, TCP_REPAIR_OFF_NO_WP, TCP_REPAIR_ON]);
+  assert.equal(native.switched[SCM_MAX_FD]![1], TCP_REPAIR_OFF_NO_WP);
+  assert.deepEqual(native.calls.filter((c) => c.startsWith("reply")), [
+    "reply 1",
+    "reply 255",
+    "reply 1",
+    "reply 255",
+    "reply 1",
+    "reply 255",
+  ]);
 });
 
-Deno.test("prime() closes nothing real and never talks to passt", () => {
+Deno.test("prime() closes every descriptor it received, and only those", () => {
   const native = new FakeNative();
-  new RepairSession(native).prime(42, 2);
-  assert.equal(native.closed.length, 2 * SCM_MAX_FD);
-  assert.ok(native.closed.every((fd) => fd === -1), "closes go to -1 only, never the spare");
-  assert.deepEqual(native.calls, [], "no receive, no reply");
+  new RepairSession(native).prime(new FakePeer(native, 42), 4, 2);
+  assert.equal(native.closed.length, 2 * SCM_MAX_FD + 2);
+  assert.ok(native.closed.every((fd) => fd === 42));
+  assert.deepEqual(native.inbox, [], "every message sent was received");
 });
 
-Deno.test("prime() leaves no control message behind", () => {
+Deno.test("prime() counts nothing and observes nothing", () => {
   const native = new FakeNative();
-  new RepairSession(native).prime(42, 1);
-  assert.equal(native.control.getUint32(CMSG_LEN_OFF, true), 0, "cmsg_len cleared");
+  const seen: number[] = [];
+  const session = new RepairSession(native, { onCommand: (cmd) => seen.push(cmd) });
+  session.prime(new FakePeer(native, 42), 5);
+  assert.equal(session.commands, 0);
+  assert.deepEqual(seen, []);
+  // And the observer is back for passt's commands
+  native.inbox = [{ cmd: TCP_REPAIR_ON, fds: [5] }];
+  assert.equal(session.serve(), "eof");
+  assert.deepEqual([seen, session.commands], [[TCP_REPAIR_ON], 1]);
 });
 
-Deno.test("prime() without the capability tries once per round and goes on", () => {
+Deno.test("prime() without the capability stops at the first refusal, leaking nothing", () => {
   const native = new FakeNative();
   native.refuse = true;
-  new RepairSession(native).prime(42, 4);
-  assert.equal(native.switched.length, 4, "stops each round at the first refusal");
-  assert.ok(native.closed.every((fd) => fd === -1));
+  const served = new RepairSession(native).prime(new FakePeer(native, 42), 4, 2);
+  assert.equal(served, 0);
+  assert.equal(native.switched.length, 1, "one refused switch");
+  assert.equal(native.closed.length, SCM_MAX_FD, "the whole batch closed");
+  assert.ok(!native.calls.some((c) => c.startsWith("reply")), "no reply to a refused command");
+});
+
+Deno.test("prime() stops when the peer cannot send", () => {
+  const native = new FakeNative();
+  const peer = new FakePeer(native, 42);
+  peer.send = () => -EPIPE;
+  assert.equal(new RepairSession(native).prime(peer, 4), 0);
+  assert.deepEqual(native.calls, []);
 });
 
 Deno.test("a session that was primed serves real messages as one that was not", () => {
   for (const primed of [false, true]) {
     const native = new FakeNative();
     const session = new RepairSession(native);
-    if (primed) session.prime(42, 2);
+    if (primed) session.prime(new FakePeer(native, 42), 2);
     native.switched.length = 0;
     native.closed.length = 0;
+    native.calls.length = 0;
     native.inbox = [{ cmd: TCP_REPAIR_ON, fds: [5, 6, 7] }, {
       cmd: TCP_REPAIR_OFF_NO_WP,
       fds: [8],
