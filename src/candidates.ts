@@ -11,8 +11,15 @@
 /** First and largest pause between attempts while passt has not listened yet */
 export const BACKOFF_FIRST_MS = 1;
 export const BACKOFF_MAX_MS = 100;
-/** Pending candidates beyond this many are not taken on (a flood of junk) */
-export const MAX_PENDING = 1024;
+/**
+ * At most this many candidates that refused are kept for another attempt;
+ * beyond it, the one refusing longest is forgotten. A name never tried is
+ * always taken on (it is tried at once, and dropped at once if it is not a
+ * socket), so a flood can never keep a new socket from being tried.
+ */
+export const MAX_REFUSING = 1024;
+/** Sockets set aside are remembered up to this many, the oldest forgotten first */
+export const MAX_SET_ASIDE = 4096;
 /** Each further this many pending candidates stretch the largest pause by BACKOFF_MAX_MS */
 const CANDIDATES_PER_STEP = 64;
 
@@ -44,6 +51,8 @@ export class CandidateSet {
   readonly #pending = new Map<string, Candidate>();
   readonly #setAside = new Set<string>();
   #serial = 0;
+  /** Candidates that refused at least once */
+  #refusing = 0;
 
   /** How many candidates wait for an attempt */
   get size(): number {
@@ -52,32 +61,44 @@ export class CandidateSet {
 
   /**
    * Takes on `name`, due now (again, if it was already pending: it may be a
-   * new socket under the old name). False when there is no room for it.
+   * new socket under the old name)
    */
-  add(name: Uint8Array, now: number): boolean {
+  add(name: Uint8Array, now: number): void {
     const key = keyOf(name);
     const known = this.#pending.get(key);
     if (known !== undefined) {
+      if (known.backoffMs !== 0) this.#refusing--;
       known.dueAt = now;
       known.backoffMs = 0;
       known.serial = ++this.#serial;
-      return true;
+      return;
     }
-    if (this.#pending.size >= MAX_PENDING) return false;
     this.#pending.set(key, { name, key, backoffMs: 0, dueAt: now, serial: ++this.#serial });
-    return true;
   }
 
   /** Stops trying `candidate` (it was used, or is not a usable socket) */
   drop(candidate: Candidate): void {
-    this.#pending.delete(candidate.key);
+    if (this.#pending.delete(candidate.key) && candidate.backoffMs !== 0) this.#refusing--;
   }
 
-  /** Tries `candidate` again later, after a pause that grows with each refusal */
-  retryLater(candidate: Candidate, now: number): void {
-    const steps = Math.max(1, Math.ceil(this.#pending.size / CANDIDATES_PER_STEP));
+  /**
+   * Tries `candidate` again later, after a pause that grows with each
+   * refusal. Returns the candidate forgotten to make room, if one was.
+   */
+  retryLater(candidate: Candidate, now: number): Candidate | null {
+    if (candidate.backoffMs === 0) this.#refusing++;
+    const steps = Math.max(1, Math.ceil(this.#refusing / CANDIDATES_PER_STEP));
     candidate.backoffMs = nextBackoff(candidate.backoffMs, BACKOFF_MAX_MS * steps);
     candidate.dueAt = now + candidate.backoffMs;
+    if (this.#refusing <= MAX_REFUSING) return null;
+    let oldest: Candidate | null = null;
+    for (const c of this.#pending.values()) {
+      if (c.backoffMs !== 0 && c !== candidate && (oldest === null || c.serial < oldest.serial)) {
+        oldest = c;
+      }
+    }
+    if (oldest !== null) this.drop(oldest);
+    return oldest;
   }
 
   /**
@@ -106,9 +127,13 @@ export class CandidateSet {
     return [...this.#pending.values()].sort((a, b) => a.serial - b.serial).map((c) => c.name);
   }
 
-  /** Never connects to the file `identity` ("major:minor:inode") again */
+  /** Never connects to the file `identity` (libc.statx()'s) again */
   setAside(identity: string): void {
     this.#setAside.add(identity);
+    if (this.#setAside.size > MAX_SET_ASIDE) {
+      // A Set iterates in insertion order: the first is the oldest
+      this.#setAside.delete(this.#setAside.values().next().value!);
+    }
   }
 
   isSetAside(identity: string): boolean {

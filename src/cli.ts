@@ -209,6 +209,11 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   }
   const path = positionals[0]!;
   if (path === "") throw new UsageError("PATH is empty");
+  // Deno turns bytes that are not UTF-8 into U+FFFD: such a PATH would name
+  // another file than the one given
+  if (path.includes("\ufffd")) {
+    throw new UsageError("PATH is not valid UTF-8 (Deno cannot pass such a path on)");
+  }
   return {
     action: "run",
     path,

@@ -34,7 +34,7 @@ import {
   SOCK_NONBLOCK,
   SOCK_STREAM,
 } from "./abi.ts";
-import { type Candidate, CandidateSet, nextBackoff } from "./candidates.ts";
+import { type Candidate, CandidateSet, MAX_REFUSING, nextBackoff } from "./candidates.ts";
 import { Deadline } from "./deadline.ts";
 import {
   check,
@@ -126,8 +126,19 @@ export function peerMayServe(peerUid: number, ownerUid: number): boolean {
 
 /** The line for a peer that does not own the socket it listens on */
 export function peerMismatch(shown: string, peer: PeerCredentials, ownerUid: number): string {
-  return `${shown} belongs to uid ${ownerUid}, but the process accepting on it ` +
+  return `${shown}: it belongs to uid ${ownerUid}, but the process accepting on it ` +
     `(pid ${peer.pid}) runs as uid ${peer.uid}`;
+}
+
+/**
+ * Why a socket file is refused before any connect(), or null: a file with
+ * more than one name may be a hard link to another user's socket (where
+ * protected_hardlinks is off), which the owner check would not catch
+ */
+export function linkProblem(nlink: number): string | null {
+  return nlink > 1
+    ? `it has ${nlink} hard links, and a hard link may lead to another service's socket`
+    : null;
 }
 
 /**
@@ -148,7 +159,7 @@ export function locateAndConnect(path: string, options: LocateOptions): Located 
     case "socket": {
       const { dir, name } = splitPath(path);
       const retryRefused = options.wait || options.timeout !== null;
-      return connectSocketMode(dir, cPath(name), shown, { retryRefused, deadline }, options.log);
+      return connectSocketMode(dir, name, shown, { retryRefused, deadline }, options);
     }
     case "directory":
       return new DirectoryWait(path, null, deadline, options).run();
@@ -216,13 +227,22 @@ function connectThrough(entry: number): number {
   return fd;
 }
 
-/** Why connect() failed, for the one line: ENOENT through /proc gets a hint */
+/** Why connect() failed, for the one line */
 function connectFailure(errno: number, shown: string): SyscallError {
+  return new SyscallError("connect", errno, `Failed to connect to ${shown}`);
+}
+
+/**
+ * connect() through /proc/self/fd/N can fail with ENOENT only when that path
+ * does not resolve (the socket file is open as N): /proc is not there, which
+ * no other entry would change, so it ends the run in every mode
+ */
+function noProc(shown: string): SyscallError {
   return new SyscallError(
     "connect",
-    errno,
-    `Failed to connect to ${shown}`,
-    errno === ENOENT ? "the helper connects through /proc/self/fd: is /proc mounted?" : "",
+    ENOENT,
+    `Failed to connect to ${shown} through /proc/self/fd`,
+    "the helper needs /proc mounted to connect to the very file it checked",
   );
 }
 
@@ -261,20 +281,27 @@ interface SocketModeOptions {
 }
 
 /**
- * Connects to the socket `name` in `dir`. A link there is refused (exit 2);
- * ECONNREFUSED fails at once unless `retryRefused`; a full backlog is
- * retried. The entry is opened again for each attempt: passt may replace it.
+ * Connects to the socket `name` in `dir`. A symbolic link there is refused
+ * (exit 2), and so is a file with several hard links (exit 1); ECONNREFUSED
+ * fails at once unless `retryRefused`; a full backlog is retried. The entry
+ * is opened again for each attempt: passt may replace it, and with --wait a
+ * name gone meanwhile is waited for again.
  */
 function connectSocketMode(
   dir: string,
-  name: Uint8Array,
+  name: string,
   shown: string,
   options: SocketModeOptions,
-  log: (text: string) => void,
+  locate: LocateOptions,
 ): Located {
   let backoff = 0;
   for (;;) {
-    const entry = openEntry(dir, name);
+    const entry = openEntry(dir, cPath(name));
+    if (entry === -ENOENT && locate.wait) {
+      // passt replaced its socket (unlink, then bind): wait for the name again
+      locate.log(`${shown} is gone: waiting for it to appear again`);
+      return new DirectoryWait(dir, name, options.deadline, locate).run();
+    }
     if (typeof entry === "number") {
       throw new SyscallError("openat", -entry, `Can't stat() ${shown}`);
     }
@@ -283,10 +310,13 @@ function connectSocketMode(
       const type = entry.status.mode & S_IFMT;
       if (type === S_IFLNK) throw new SymlinkRefusedError(shown);
       if (kindOfMode(entry.status.mode) !== "socket") throw new NotASocketError(shown);
+      const links = linkProblem(entry.status.nlink);
+      if (links !== null) throw new RuntimeFailure(`Refusing ${shown}: ${links}`);
       fd = connectThrough(entry.fd);
     } finally {
       libc.close(entry.fd);
     }
+    if (fd === -ENOENT) throw noProc(shown);
     if (fd >= 0) {
       const peer = checkedPeer(fd, entry.status.uid, shown);
       if (typeof peer === "string") {
@@ -298,7 +328,7 @@ function connectSocketMode(
     if (!notYet(-fd) || (-fd === ECONNREFUSED && !options.retryRefused)) {
       throw connectFailure(-fd, shown);
     }
-    if (backoff === 0) log(`${shown}: ${describeErrno(-fd)}, retrying`);
+    if (backoff === 0) locate.log(`${shown}: ${describeErrno(-fd)}, retrying`);
     backoff = nextBackoff(backoff);
     const left = options.deadline.remainingMs(acceptance(shown, -fd));
     pause(left < 0 ? backoff : Math.min(backoff, left));
@@ -347,6 +377,8 @@ class DirectoryWait {
   readonly #deadline: Deadline;
   readonly #log: (text: string) => void;
   readonly #warnings: WarningBudget;
+  /** --verbose lines about candidates: as many as there may be warnings */
+  readonly #notes: WarningBudget;
   readonly #candidates = new CandidateSet();
   /** Sockets set aside as ambiguous at start, for the timeout's message */
   #ambiguous: Uint8Array[] = [];
@@ -360,6 +392,7 @@ class DirectoryWait {
     this.#deadline = deadline;
     this.#log = options.log;
     this.#warnings = new WarningBudget(options.warn);
+    this.#notes = new WarningBudget(options.log);
   }
 
   run(): Located {
@@ -374,6 +407,7 @@ class DirectoryWait {
     } finally {
       watch.close();
       this.#warnings.flush();
+      this.#notes.flush();
     }
   }
 
@@ -418,12 +452,12 @@ class DirectoryWait {
   }
 
   #add(name: Uint8Array, now: number): void {
-    if (!this.#candidates.add(name, now)) {
-      this.#warnings.warn(
-        "too many candidates",
-        `skipping ${this.#shown(name)}: ${this.#candidates.size} sockets are already being tried`,
-      );
-    }
+    this.#candidates.add(name, now);
+  }
+
+  /** A --verbose line about one candidate, bounded like the warnings */
+  #note(reason: string, text: string): void {
+    this.#notes.warn(reason, text);
   }
 
   #loop(watch: DirectoryWatch): Located {
@@ -484,15 +518,34 @@ class DirectoryWait {
       }
       if (this.#candidates.isSetAside(identity)) {
         this.#candidates.drop(candidate);
+        this.#note("set aside", `${this.#shown(name)} was set aside before: skipping it`);
+        return null;
+      }
+      const links = linkProblem(entry.status.nlink);
+      if (links !== null) {
+        this.#candidates.drop(candidate);
+        this.#candidates.setAside(identity);
+        this.#warnings.warn("hard links", `skipping ${this.#shown(name)}: ${links}`);
         return null;
       }
       fd = connectThrough(entry.fd);
+      if (fd === -ENOENT) throw noProc(this.#shown(name));
       if (fd < 0 && notYet(-fd)) {
         if (candidate.backoffMs === 0) {
-          this.#log(`${this.#shown(name)}: ${describeErrno(-fd)}, retrying`);
+          this.#note(
+            `refused: ${describeErrno(-fd)}`,
+            `${this.#shown(name)}: ${describeErrno(-fd)}, retrying`,
+          );
         }
         this.#refused = { shown: this.#shown(name), errno: -fd };
-        this.#candidates.retryLater(candidate, now);
+        const forgotten = this.#candidates.retryLater(candidate, now);
+        if (forgotten !== null) {
+          this.#warnings.warn(
+            "too many refusing",
+            `forgetting ${this.#shown(forgotten.name)}: more than ${MAX_REFUSING} sockets ` +
+              "refuse connections, and it has refused longest",
+          );
+        }
         return null;
       }
       this.#candidates.drop(candidate);

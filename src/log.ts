@@ -20,7 +20,7 @@ function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): voi
  * is not worth dying for
  */
 export function printError(line: string): void {
-  printErrorText(oneLine(line.endsWith("\n") ? line.slice(0, -1) : line));
+  printErrorText(oneLine(line));
 }
 
 /** Text of our own on stderr, as it is (the usage lines) */

@@ -101,13 +101,18 @@ export function joinPath(dir: string, name: string): string {
 /**
  * Whether code point `c` must be escaped: C0 controls, DEL, C1 controls
  * (U+0080-U+009F, which some terminals obey as ESC sequences), line and
- * paragraph separators, and the bidirectional overrides and isolates that
- * can make a line read differently from what it holds.
+ * paragraph separators, the bidirectional marks, overrides and isolates
+ * that can make a line read differently from what it holds, the invisible
+ * characters that can make two names look alike (zero-width spaces and
+ * joiners, word joiner and invisible operators, deprecated format
+ * characters, BOM, interlinear annotations, tags), and lone surrogates.
  */
 function unsafe(c: number): boolean {
-  return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029 ||
-    c === 0x200e || c === 0x200f || (c >= 0x202a && c <= 0x202e) ||
-    (c >= 0x2066 && c <= 0x2069) || (c >= 0xd800 && c <= 0xdfff);
+  return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x061c ||
+    (c >= 0x200b && c <= 0x200f) || c === 0x2028 || c === 0x2029 ||
+    (c >= 0x202a && c <= 0x202e) || (c >= 0x2060 && c <= 0x206f) || c === 0xfeff ||
+    (c >= 0xfff9 && c <= 0xfffb) || (c >= 0xd800 && c <= 0xdfff) ||
+    (c >= 0xe0000 && c <= 0xe007f);
 }
 
 function escapeCodePoint(c: number): string {

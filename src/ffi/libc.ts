@@ -61,15 +61,20 @@ import {
   SOCK_STREAM,
   SOL_SOCKET,
   SOL_TCP,
+  STATX_BTIME,
   STATX_INO,
   STATX_MODE,
+  STATX_NLINK,
   STATX_SIZE,
   STATX_TYPE,
   STATX_UID,
+  STX_BTIME,
   STX_DEV_MAJOR,
   STX_DEV_MINOR,
   STX_INO,
+  STX_MASK,
   STX_MODE,
+  STX_NLINK,
   STX_UID,
   SYS_BPF,
   TCP_REPAIR,
@@ -283,12 +288,18 @@ export function peerCredentials(fd: number): PeerCredentials | number {
   };
 }
 
-/** What statx() says about a file: its type and mode, owner, and identity */
+/** What statx() says about a file: its type and mode, owner, links and identity */
 export interface FileStatus {
   readonly mode: number;
   /** The owner's uid */
   readonly uid: number;
-  /** "major:minor:inode", equal for two names of the same file */
+  /** Hard links to it */
+  readonly nlink: number;
+  /**
+   * "major:minor:inode[:birth]", equal for two names of the same file; the
+   * birth time, where the filesystem keeps one, tells a new file that got a
+   * deleted one's inode number from the old one
+   */
   readonly identity: string;
 }
 
@@ -306,17 +317,21 @@ export function statx(dirfd: number, path: Uint8Array | null, flags: number): Fi
     dirfd,
     path ?? EMPTY_PATH,
     path === null ? flags | AT_EMPTY_PATH : flags,
-    STATX_TYPE | STATX_MODE | STATX_UID | STATX_INO,
+    STATX_TYPE | STATX_MODE | STATX_NLINK | STATX_UID | STATX_INO | STATX_BTIME,
     statxBuffer,
   );
   if (r < 0) return fail();
   const v = statxView;
+  const birth = (v.getUint32(STX_MASK, true) & STATX_BTIME) === 0
+    ? ""
+    : `:${v.getBigInt64(STX_BTIME, true)}.${v.getUint32(STX_BTIME + 8, true)}`;
   return {
     mode: v.getUint16(STX_MODE, true),
     uid: v.getUint32(STX_UID, true),
+    nlink: v.getUint32(STX_NLINK, true),
     identity: `${v.getUint32(STX_DEV_MAJOR, true)}:${v.getUint32(STX_DEV_MINOR, true)}:${
       v.getBigUint64(STX_INO, true)
-    }`,
+    }${birth}`,
   };
 }
 

@@ -204,7 +204,7 @@ Deno.test("a socket served by someone other than its owner is refused: skipped i
     assert.match(
       direct.stderr.trimEnd(),
       new RegExp(
-        `^Refusing .*/foreign\\.repair belongs to uid 65534, but the process accepting on it ` +
+        `^Refusing .*/foreign\\.repair: it belongs to uid 65534, but the process accepting on it ` +
           `\\(pid ${Deno.pid}\\) runs as uid 0$`,
       ),
     );
@@ -219,11 +219,111 @@ Deno.test("a socket served by someone other than its owner is refused: skipped i
     const out = await finish(helper, await accepted(helper, listener));
     assert.match(
       lines(out.stderr)[0] ?? "",
-      /^warning: skipping .*foreign\.repair belongs to uid 65534/,
+      /^warning: skipping .*foreign\.repair: it belongs to uid 65534/,
     );
     assert.equal(lines(out.stderr).length, 1, out.stderr);
   } finally {
     closeAll(listener >= 0 ? [foreign, listener] : [foreign]);
     scratch.cleanup();
   }
+});
+
+Deno.test("1,100 sockets that never listen do not keep passt's socket from being tried", async () => {
+  const scratch = new Scratch();
+  let listener = -1;
+  try {
+    // Made after the helper looked (made before, they would be set aside as
+    // ambiguous): bound and closed, each refuses every connection, forever
+    const helper = await watchingHelper(["--timeout", "60", scratch.dir]);
+    for (let i = 0; i < 1100; i++) closeFd(unixListener(scratch.path(`stale-${i}.repair`), false));
+    await retryingRefused(helper.pid);
+    listener = unixListener(scratch.path("vm.repair"));
+    const out = await finish(helper, await accepted(helper, listener));
+    // Every stale one is retried with its own back-off; none is warned about
+    // more than once, and the flood's refusals stay out of the log
+    assert.ok(lines(out.stderr).length <= 2, out.stderr);
+  } finally {
+    if (listener >= 0) closeFd(listener);
+    scratch.cleanup();
+  }
+});
+
+Deno.test("a hard link to a socket is refused: skipped in a directory, exit 1 given directly", async () => {
+  const scratch = new Scratch();
+  const service = unixListener(scratch.path("service.sock"));
+  Deno.mkdirSync(scratch.path("watched"));
+  Deno.linkSync(scratch.path("service.sock"), scratch.path("watched/linked.repair"));
+  let listener = -1;
+  try {
+    const direct = await runHelper([scratch.path("watched/linked.repair")]);
+    assert.equal(direct.code, 1, direct.stderr);
+    assert.match(direct.stderr.trimEnd(), /^Refusing .*linked\.repair: it has 2 hard links/);
+    const helper = await watchingHelper([scratch.path("watched")]);
+    listener = unixListener(scratch.path("watched/vm.repair"));
+    const out = await finish(helper, await accepted(helper, listener));
+    assert.equal(pendingConnection(service), false, "the linked service was connected to");
+    assert.deepEqual(lines(out.stderr), [
+      `warning: skipping ${scratch.dir}/watched/linked.repair: it has 2 hard links, and a hard ` +
+      "link may lead to another service's socket",
+    ]);
+  } finally {
+    closeAll(listener >= 0 ? [service, listener] : [service]);
+    scratch.cleanup();
+  }
+});
+
+Deno.test("--wait on a socket passt replaces (unlink, then bind) waits for the new one", async () => {
+  const scratch = new Scratch();
+  const path = scratch.path("vm.repair");
+  closeFd(unixListener(path, false)); // passt's old socket, gone stale
+  let listener = -1;
+  try {
+    const helper = new Helper(["--wait", "--timeout", "60", path]);
+    await retryingRefused(helper.pid);
+    Deno.removeSync(path);
+    await watching(helper.pid);
+    listener = unixListener(path);
+    const out = await finish(helper, await accepted(helper, listener));
+    assert.equal(out.stderr, "");
+  } finally {
+    if (listener >= 0) closeFd(listener);
+    scratch.cleanup();
+  }
+});
+
+Deno.test("without /proc the helper says it needs it, exit 1, in every mode", async () => {
+  const scratch = new Scratch();
+  const listener = unixListener(scratch.path("vm.repair"));
+  // A private mount namespace whose /proc is an empty tmpfs
+  const prefix = [
+    "unshare",
+    "-m",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount -t tmpfs none /proc && exec "$@"',
+    "sh",
+  ];
+  try {
+    for (const args of [[scratch.path("vm.repair")], ["--timeout", "30", scratch.dir]]) {
+      const out = await runHelper(args, { prefix });
+      assert.equal(out.code, 1, `${args}: ${out.stderr}`);
+      assert.match(
+        out.stderr.trimEnd(),
+        /^Failed to connect to .*vm\.repair through \/proc\/self\/fd: No such file or directory \(ENOENT\); the helper needs \/proc mounted/,
+      );
+      assert.equal(lines(out.stderr).length, 1, out.stderr);
+    }
+  } finally {
+    closeFd(listener);
+    scratch.cleanup();
+  }
+});
+
+Deno.test("a PATH that is not valid UTF-8 is refused rather than changed", async () => {
+  // Deno hands such an argument over with U+FFFD in place of the bad bytes
+  const out = await runHelper(["/run/vm\ufffd.repair"]);
+  assert.equal(out.code, 2, out.stderr);
+  assert.match(out.stderr, /^PATH is not valid UTF-8/);
 });

@@ -2,7 +2,13 @@
 // the bounded warnings of warnings.ts. Runs with no permissions.
 
 import assert from "node:assert/strict";
-import { BACKOFF_MAX_MS, CandidateSet, MAX_PENDING, nextBackoff } from "../../src/candidates.ts";
+import {
+  BACKOFF_MAX_MS,
+  CandidateSet,
+  MAX_REFUSING,
+  MAX_SET_ASIDE,
+  nextBackoff,
+} from "../../src/candidates.ts";
 import { MAX_REASONS, WarningBudget } from "../../src/warnings.ts";
 import { unit } from "./_unit.ts";
 
@@ -61,16 +67,33 @@ unit("CandidateSet: set aside by identity, so a rename does not bring a socket b
   assert.ok(!set.isSetAside("0:5:101"));
 });
 
-unit("CandidateSet: a flood is bounded, and pauses stretch with the number pending", () => {
+unit("CandidateSet: a flood of refusing sockets never keeps a new name out", () => {
   const set = new CandidateSet();
-  for (let i = 0; i < MAX_PENDING; i++) assert.ok(set.add(name(`j${i}.repair`), 0));
-  assert.equal(set.add(name("one-too-many.repair"), 0), false);
-  const [c] = set.due(0);
+  let forgotten = 0;
+  for (let i = 0; i < MAX_REFUSING + 10; i++) {
+    set.add(name(`stale${i}.repair`), i);
+    const [c] = set.due(i).filter((c) => c.backoffMs === 0);
+    if (set.retryLater(c!, i) !== null) forgotten++;
+  }
+  // The longest refusing are forgotten, the rest still wait their turn
+  assert.equal(forgotten, 10);
+  assert.equal(set.size, MAX_REFUSING);
+  assert.ok(!set.names().some((n) => text(n) === "stale0.repair"));
+  // And passt's socket, new, is tried at once
+  set.add(name("vm.repair"), 5000);
+  assert.equal(text(set.due(5000)[0]!.name), "vm.repair");
+  // With 1024 refusing, each waits up to 16 × 100 ms between attempts
+  const [c] = set.due(1e9).filter((c) => text(c.name) === "stale500.repair");
   for (let i = 0; i < 20; i++) set.retryLater(c!, 0);
-  // 1024 pending: at most 16 × 100 ms between two attempts at each
   assert.equal(c!.backoffMs, 1600);
-  set.drop(c!);
-  assert.equal(set.size, MAX_PENDING - 1);
+});
+
+unit("CandidateSet: what is set aside is bounded, the oldest forgotten first", () => {
+  const set = new CandidateSet();
+  for (let i = 0; i <= MAX_SET_ASIDE; i++) set.setAside(`0:1:${i}`);
+  assert.ok(!set.isSetAside("0:1:0"));
+  assert.ok(set.isSetAside("0:1:1"));
+  assert.ok(set.isSetAside(`0:1:${MAX_SET_ASIDE}`));
 });
 
 unit("WarningBudget tells each reason once, then counts", () => {

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { S_IFDIR, S_IFIFO, S_IFREG, S_IFSOCK } from "../../src/abi.ts";
-import { peerMayServe, peerMismatch, type Plan, planFor } from "../../src/locate.ts";
+import { linkProblem, peerMayServe, peerMismatch, type Plan, planFor } from "../../src/locate.ts";
 import {
   byteLength,
   joinPath,
@@ -81,6 +81,9 @@ Deno.test("show() escapes control characters, DEL, C1, separators and bidi overr
     ["\u2066\u200f", "\\u{2066}\\u{200f}"],
     ["back\\slash", "back\\\\slash"],
     ["\ud800lone", "\\u{d800}lone"],
+    ["vm\u200b.repair", "vm\\u{200b}.repair"],
+    ["\u061c\u2060\ufeff\ufffa", "\\u{61c}\\u{2060}\\u{feff}\\u{fffa}"],
+    ["tag\u{e0041}", "tag\\u{e0041}"],
   ];
   for (const [input, shown] of cases) assert.equal(show(input), shown, JSON.stringify(input));
 });
@@ -108,6 +111,11 @@ Deno.test("showBytes() shows valid UTF-8 as text and every other byte as \\xNN",
   for (const [bytes, shown] of cases) assert.equal(showBytes(bytes), shown, `${[...bytes]}`);
 });
 
+Deno.test("linkProblem() refuses a socket file with more than one name", () => {
+  assert.equal(linkProblem(1), null);
+  assert.match(linkProblem(2) ?? "", /^it has 2 hard links/);
+});
+
 Deno.test("oneLine() escapes what is left and leaves backslashes alone", () => {
   assert.equal(oneLine("already \\x0a shown"), "already \\x0a shown");
   assert.equal(oneLine("raw\nline\x1b"), "raw\\x0aline\\x1b");
@@ -122,6 +130,6 @@ Deno.test("peerMayServe() takes the owner of the socket file, or anyone root gav
   assert.equal(peerMayServe(65534, 0), true);
   assert.equal(
     peerMismatch("/run/vm.repair", { pid: 42, uid: 0, gid: 0 }, 65534),
-    "/run/vm.repair belongs to uid 65534, but the process accepting on it (pid 42) runs as uid 0",
+    "/run/vm.repair: it belongs to uid 65534, but the process accepting on it (pid 42) runs as uid 0",
   );
 });
