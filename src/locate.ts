@@ -28,8 +28,14 @@ import {
   O_PATH,
   oDirectory,
   oNoFollow,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
   S_IFLNK,
   S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   SOCK_STREAM,
@@ -348,19 +354,19 @@ function listNames(names: readonly Uint8Array[]): string {
 /** The kind of file st_mode describes, in words */
 export function fileTypeName(mode: number): string {
   switch (mode & S_IFMT) {
-    case 0o140000:
+    case S_IFSOCK:
       return "socket";
-    case 0o100000:
+    case S_IFREG:
       return "regular file";
-    case 0o040000:
+    case S_IFDIR:
       return "directory";
-    case 0o010000:
+    case S_IFIFO:
       return "FIFO";
     case S_IFLNK:
       return "symbolic link";
-    case 0o020000:
+    case S_IFCHR:
       return "character device";
-    case 0o060000:
+    case S_IFBLK:
       return "block device";
     default:
       return `file of unknown type ${(mode & S_IFMT).toString(8)}`;

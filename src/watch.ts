@@ -47,7 +47,7 @@ import {
   POLLFD_SIZE,
   POLLIN,
 } from "./abi.ts";
-import { describeErrno, EAGAIN, EINTR, RuntimeFailure, SyscallError } from "./errors.ts";
+import { check, describeErrno, EAGAIN, EINTR, RuntimeFailure, SyscallError } from "./errors.ts";
 import * as libc from "./ffi/libc.ts";
 import { cPath, joinPath, show } from "./path.ts";
 
@@ -230,15 +230,19 @@ export class DirectoryWatch {
   constructor(dir: string, wanted: (name: Uint8Array) => boolean, log: (text: string) => void) {
     this.dir = dir;
     this.#wanted = wanted;
-    const fd = libc.inotifyInit(IN_NONBLOCK | IN_CLOEXEC);
-    if (fd < 0) throw new SyscallError("inotify_init1", -fd, `Can't watch directory ${show(dir)}`);
+    const fd = check(
+      libc.inotifyInit(IN_NONBLOCK | IN_CLOEXEC),
+      "inotify_init1",
+      `Can't watch directory ${show(dir)}`,
+    );
     this.#fd = fd;
     try {
       // The watch first, then the look at what exists: nothing falls between
-      const wd = libc.inotifyAddWatch(fd, cPath(dir), WATCH_MASK);
-      if (wd < 0) {
-        throw new SyscallError("inotify_add_watch", -wd, `Can't watch directory ${show(dir)}`);
-      }
+      const wd = check(
+        libc.inotifyAddWatch(fd, cPath(dir), WATCH_MASK),
+        "inotify_add_watch",
+        `Can't watch directory ${show(dir)}`,
+      );
       const status = libc.statx(AT_FDCWD, cPath(dir), 0);
       if (typeof status === "number") {
         throw new SyscallError("statx", -status, `Can't stat() ${show(dir)}`);
@@ -265,17 +269,14 @@ export class DirectoryWatch {
   /** Every wanted name the directory holds now, read with getdents64() */
   list(): Uint8Array[] {
     const flags = O_RDONLY | O_CLOEXEC | oDirectory(archOf(Deno.build.arch) ?? "x86_64");
-    const fd = libc.openAt(AT_FDCWD, cPath(this.dir), flags);
-    if (fd < 0) throw new SyscallError("openat", -fd, `Can't list directory ${show(this.dir)}`);
+    const listing = `Can't list directory ${show(this.dir)}`;
+    const fd = check(libc.openAt(AT_FDCWD, cPath(this.dir), flags), "openat", listing);
     try {
       const buf = new Uint8Array(DIRENT_BUFFER_SIZE);
       const names: Uint8Array[] = [];
       for (;;) {
-        const n = libc.getdents64(fd, buf);
+        const n = check(libc.getdents64(fd, buf), "getdents64", listing);
         if (n === 0) return names;
-        if (n < 0) {
-          throw new SyscallError("getdents64", -n, `Can't list directory ${show(this.dir)}`);
-        }
         for (const name of parseDirents(buf, n)) if (this.#wanted(name)) names.push(name);
       }
     } finally {
@@ -291,10 +292,10 @@ export class DirectoryWatch {
     const timeout = timeoutMs < 0 ? -1 : Math.min(POLL_TIMEOUT_MAX, timeoutMs);
     const ready = libc.poll(this.#pollfd, 1, timeout);
     if (ready === 0 || ready === -EINTR) return [];
-    if (ready < 0) throw new SyscallError("poll", -ready, `Can't wait on ${show(this.dir)}`);
+    check(ready, "poll", `Can't wait on ${show(this.dir)}`);
     const n = libc.read(this.#fd, this.#buf);
     if (n === -EAGAIN || n === -EINTR) return [];
-    if (n < 0) throw new SyscallError("read", -n, "Can't read inotify events");
+    check(n, "read", "Can't read inotify events");
     if (n === 0) throw new RuntimeFailure("Can't read inotify events: end of file");
     return stepsFor(parseInotifyEvents(this.#buf, n), this.#ids, this.#wanted);
   }

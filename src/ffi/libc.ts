@@ -162,14 +162,6 @@ let libc: Symbols | null = null;
 // needs neither an allocation nor the ffi permission (revoked after startup).
 let errnoCell = new Int32Array(1);
 
-/** Names of every native function the program can call, for review and tests */
-export const NATIVE_FUNCTIONS: readonly string[] = Object.keys(SYMBOLS);
-
-/** Whether openLibc() has succeeded in this process */
-export function libcIsOpen(): boolean {
-  return libc !== null;
-}
-
 /**
  * Opens libc and binds SYMBOLS. Needs --allow-ffi; idempotent.
  */
@@ -193,7 +185,7 @@ function fail(): number {
 }
 
 /** NUL-terminated copy of a path, as C wants it */
-export function cString(s: string): Uint8Array {
+function cString(s: string): Uint8Array {
   return new TextEncoder().encode(s + "\0");
 }
 
@@ -238,22 +230,6 @@ export function setIntOption(
   intOption[0] = value;
   const r = sym().setsockopt(fd, level, name, intOptionBytes, 4);
   return r < 0 ? fail() : r;
-}
-
-/** getsockopt() of an int option: the value, or null with errno in `error` */
-export function getIntOption(
-  fd: number,
-  level: number,
-  name: number,
-  error: Int32Array,
-): number | null {
-  optionLength[0] = 4;
-  const r = sym().getsockopt(fd, level, name, intOptionBytes, optionLengthBytes);
-  if (r < 0) {
-    error[0] = -fail();
-    return null;
-  }
-  return intOption[0]!;
 }
 
 /** setsockopt(fd, SOL_TCP, TCP_REPAIR, &op, 4): 0 or -errno */
