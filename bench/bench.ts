@@ -756,7 +756,9 @@ async function main(args: string[]): Promise<number> {
   try {
     o = options(args);
   } catch (e) {
-    console.error(`bench: ${(e as Error).message}\n${USAGE}`);
+    // One line: node:util's own message is a paragraph about its API
+    const message = (e as Error).message.split(". ")[0]!.replace(/\.$/, "");
+    console.error(`bench: ${message} (deno task bench --help lists the options)`);
     return 2;
   }
   if (o === null) {
