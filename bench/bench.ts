@@ -9,7 +9,7 @@
 //     --allow-write --allow-env=PASST_REPAIR_BIN bench/bench.ts
 //
 // Needs root (or CAP_NET_ADMIN) and gcc; takes well under a minute with the
-// defaults. What it compares (SPEC section 7):
+// defaults. What it compares (docs/performance.md):
 //
 // - ours: `deno run --allow-ffi main.ts PATH`, as a user starts it (or
 //   `$PASST_REPAIR_BIN PATH`, to bench the compiled binary or the bundle);

@@ -1,6 +1,6 @@
 // deno task install: puts the bundle, its launcher, a private copy of the
-// Deno that runs this script and the manual page under PREFIX (default
-// /usr/local), so that `passt-repair` is on PATH and needs nothing else:
+// Deno that runs this script and the manual page under PREFIX, which is
+// $PASST_REPAIR_PREFIX or /usr/local, so that `passt-repair` is on PATH and needs nothing else:
 //
 //   PREFIX/lib/passt-repair/passt-repair.js   the program (deno task bundle)
 //   PREFIX/lib/passt-repair/passt-repair.sh   its launcher (contrib/passt-repair.sh)
@@ -16,8 +16,11 @@
 // helper keeps its old files and a new one never sees half a file.
 //
 // Usage: deno task install   (after deno task bundle, which the task runs)
-//        PREFIX=/opt/passt-repair deno task install
-// Needs: --allow-read --allow-write --allow-env=PREFIX
+//        PASST_REPAIR_PREFIX=/opt/passt-repair deno task install
+// Needs: --allow-read --allow-write --allow-env=PASST_REPAIR_PREFIX
+//
+// Not PREFIX: npm reads that variable too, and npx then spends a minute
+// looking for its global packages there.
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -55,7 +58,9 @@ function place(from: string, to: string, mode: number): void {
 }
 
 function install(prefix: string): void {
-  if (!prefix.startsWith("/")) fail(`PREFIX must be an absolute path, not "${prefix}"`);
+  if (!prefix.startsWith("/")) {
+    fail(`PASST_REPAIR_PREFIX must be an absolute path, not "${prefix}"`);
+  }
   prefix = prefix.replace(/\/+$/, "") || "/";
   const base = prefix === "/" ? "" : prefix;
   for (const file of FILES) {
@@ -84,7 +89,7 @@ function install(prefix: string): void {
 
 if (import.meta.main) {
   try {
-    install(Deno.env.get("PREFIX") || "/usr/local");
+    install(Deno.env.get("PASST_REPAIR_PREFIX") || "/usr/local");
   } catch (e) {
     fail(e instanceof Error ? e.message : String(e));
   }

@@ -135,13 +135,13 @@ export function splitNul(text: string): string[] {
 }
 
 /**
- * `deno task install` with PREFIX=`prefix`, as an operator runs it; throws
+ * `deno task install` with PASST_REPAIR_PREFIX=`prefix`, as an operator runs it; throws
  * if it failed. Returns the installed command, PREFIX/bin/passt-repair.
  */
 export async function installTo(prefix: string): Promise<string> {
   const run = await runBounded([Deno.execPath(), "task", "install"], {
     seconds: 300,
-    env: { PREFIX: prefix },
+    env: { PASST_REPAIR_PREFIX: prefix },
   });
   if (run.code !== 0) {
     throw new Error(`deno task install failed (status ${run.code}):\n${run.stdout}${run.stderr}`);

@@ -1,6 +1,6 @@
 // Every `sh runnable` block of README.md and docs/, run in order as one
-// script, as root, in a scratch PREFIX that user 65534 can reach, with no
-// deno on PATH: PATH is PREFIX/bin and the system folders, not /usr/local/bin.
+// script, as root, in a scratch prefix (PASST_REPAIR_PREFIX) that user 65534 can reach, with no
+// deno on PATH: PATH is that prefix's bin/ and the system folders, not /usr/local/bin.
 // The install block there (npx --yes deno@2.9.6 task install) is what puts
 // passt-repair on that PATH. Network: only npx's registry, and only when its
 // cache is empty.
@@ -14,13 +14,13 @@ const blocks: Block[] = documents().flatMap((file) =>
   runnableBlocks(Deno.readTextFileSync(`${ROOT}${file}`), file)
 );
 
-/** Runs `text` with bash as the documents' reader would, PREFIX set */
+/** Runs `text` with bash as the documents' reader would, PASST_REPAIR_PREFIX set */
 async function runScript(text: string, prefix: string) {
   return await runBounded(["bash", "-c", text], {
     seconds: 900,
     clearEnv: true,
     env: {
-      PREFIX: prefix,
+      PASST_REPAIR_PREFIX: prefix,
       PATH: `${prefix}/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
       HOME: Deno.env.get("HOME") ?? "/root",
       LANG: "C.UTF-8",

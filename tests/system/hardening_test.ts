@@ -1,4 +1,4 @@
-// Hardening, privileges and logging (SPEC section 6), observed on the live
+// Hardening, privileges and logging (docs/security.md), observed on the live
 // helper process from outside: /proc/PID/status of every thread, the owner of
 // /proc/PID, what the startup sequence leaves possible, the capability check
 // with and without CAP_NET_ADMIN, and what --verbose says.

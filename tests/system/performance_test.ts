@@ -1,4 +1,4 @@
-// What SPEC section 7 asks for that is not a timing (timings are the bench's):
+// What docs/performance.md promises that is not a timing (timings are the bench's):
 // the descriptor table is grown before connecting, and the steady-state loop
 // allocates nothing per message.
 

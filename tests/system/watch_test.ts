@@ -1,4 +1,4 @@
-// Finding the socket (SPEC section 4), end to end: the real helper
+// Finding the socket (docs/directory-mode.md), end to end: the real helper
 // (deno run --allow-ffi main.ts) against real directories, symlinks, FIFOs and
 // sockets that a fake passt binds, listens on and accepts from.
 

@@ -44,11 +44,15 @@ Deno.test("every task has a description that starts with its group, and groups s
   assert.deepEqual(groups, ["run", "test", "build", "measure"], "listed group by group");
 });
 
-Deno.test("deno task install bundles first, then installs with no permission beyond files and PREFIX", () => {
+Deno.test("deno task install bundles first, then installs with no permission beyond files and its prefix", () => {
   const [bundle, install, ...rest] = tasks.install!.command.split(" && ");
   assert.deepEqual(rest, []);
   assert.equal(bundle, "deno task bundle");
   const words = install!.split(/\s+/);
-  assert.deepEqual(permissionFlags(words), ["--allow-read", "--allow-write", "--allow-env=PREFIX"]);
+  assert.deepEqual(permissionFlags(words), [
+    "--allow-read",
+    "--allow-write",
+    "--allow-env=PASST_REPAIR_PREFIX",
+  ]);
   assert.equal(words.at(-1), "contrib/install.ts");
 });
