@@ -76,38 +76,52 @@ async function settle(sid: number): Promise<{ pid: number; command: string }[]> 
 async function main(args: string[]): Promise<number> {
   const paths = args.filter((a) => !a.startsWith("-") && /(^|\/)tests\b|\.ts$/.test(a));
   const tmp = Deno.makeTempDirSync({ prefix: "passt-repair-suite-" });
-  const child = new Deno.Command("setsid", {
-    args: [Deno.execPath(), "test", ...PERMISSIONS, ...args, ...(paths.length ? [] : ["tests/"])],
-    cwd: ROOT,
-    env: { TMPDIR: tmp, DENO_NO_UPDATE_CHECK: "1" },
-    stdin: "null",
-  }).spawn();
-  // Our own session id is the child's pid: setsid does not fork when its
-  // caller is not a process group leader, and a spawned child is not one
-  const sid = child.pid;
-  const status = await child.status;
-
-  const problems: string[] = [];
-  const processes = await settle(sid);
-  for (const p of processes) {
-    problems.push(`process ${p.pid} still running: ${p.command}`);
-    try {
-      Deno.kill(p.pid, "SIGKILL");
-    } catch {
-      // gone meanwhile
+  try {
+    const child = new Deno.Command("setsid", {
+      args: [Deno.execPath(), "test", ...PERMISSIONS, ...args, ...(paths.length ? [] : ["tests/"])],
+      cwd: ROOT,
+      env: { TMPDIR: tmp, DENO_NO_UPDATE_CHECK: "1" },
+      stdin: "null",
+    }).spawn();
+    // In a session of its own the suite no longer gets the terminal's ^C:
+    // pass it on, then clean up as after any other end
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      Deno.addSignalListener(signal, () => {
+        try {
+          child.kill(signal);
+        } catch {
+          // already gone
+        }
+      });
     }
-  }
-  const files = contents(tmp);
-  for (const name of files.slice(0, 20)) problems.push(`left in TMPDIR: ${name}`);
-  if (files.length > 20) problems.push(`... and ${files.length - 20} more in TMPDIR`);
-  Deno.removeSync(tmp, { recursive: true });
+    // Our own session id is the child's pid: setsid does not fork when its
+    // caller is not a process group leader, and a spawned child is not one
+    const sid = child.pid;
+    const status = await child.status;
 
-  if (problems.length > 0) {
-    console.error(`FAILED | the test suite left things behind:\n  ${problems.join("\n  ")}`);
-    return status.code === 0 ? 1 : status.code;
+    const problems: string[] = [];
+    const processes = await settle(sid);
+    for (const p of processes) {
+      problems.push(`process ${p.pid} still running: ${p.command}`);
+      try {
+        Deno.kill(p.pid, "SIGKILL");
+      } catch {
+        // gone meanwhile
+      }
+    }
+    const files = contents(tmp);
+    for (const name of files.slice(0, 20)) problems.push(`left in TMPDIR: ${name}`);
+    if (files.length > 20) problems.push(`... and ${files.length - 20} more in TMPDIR`);
+
+    if (problems.length > 0) {
+      console.error(`FAILED | the test suite left things behind:\n  ${problems.join("\n  ")}`);
+      return status.code === 0 ? 1 : status.code;
+    }
+    console.error("suite cleanup: nothing left in TMPDIR, no process left running");
+    return status.code;
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
   }
-  console.error("suite cleanup: nothing left in TMPDIR, no process left running");
-  return status.code;
 }
 
 if (import.meta.main) {
