@@ -73,9 +73,29 @@ async function settle(sid: number): Promise<{ pid: number; command: string }[]> 
   return left;
 }
 
+/**
+ * A new folder of mode 0700 in TMPDIR, with a short name: the tests put
+ * socket paths under it, and sun_path holds 107 bytes.
+ */
+function privateFolder(): string {
+  // Where TMPDIR is, without reading the environment: a probe made there
+  const probe = Deno.makeTempDirSync();
+  const parent = probe.slice(0, probe.lastIndexOf("/"));
+  Deno.removeSync(probe);
+  for (;;) {
+    const name = `${parent}/pr-${crypto.randomUUID().slice(0, 6)}`;
+    try {
+      Deno.mkdirSync(name, { mode: 0o700 });
+      return name;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    }
+  }
+}
+
 async function main(args: string[]): Promise<number> {
   const paths = args.filter((a) => !a.startsWith("-") && /(^|\/)tests\b|\.ts$/.test(a));
-  const tmp = Deno.makeTempDirSync({ prefix: "passt-repair-suite-" });
+  const tmp = privateFolder();
   try {
     const child = new Deno.Command("setsid", {
       args: [Deno.execPath(), "test", ...PERMISSIONS, ...args, ...(paths.length ? [] : ["tests/"])],

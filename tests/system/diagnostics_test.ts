@@ -49,8 +49,8 @@ const MAKERS = [
  */
 function key(message: string): string | null {
   const first = message
-    .replace(/\$\{(?:[^{}]|\{[^}]*\})*\}|\$\w+/g, "\u0000")
-    .split(/[\u0000():,";]/)
+    .replace(/\$\{(?:[^{}]|\{[^}]*\})*\}|\$\w+/g, ":") // a placeholder splits like a colon
+    .split(/[():,";]/)
     .map((p) => p.trim())
     .find((p) => p.length >= 6);
   return first === undefined ? null : first.split(/\s+/).slice(0, 5).join(" ");
