@@ -10,7 +10,7 @@
 //     --allow-write --allow-env=PASST_REPAIR_BIN bench/bench.ts
 //
 // Needs root (or CAP_NET_ADMIN) and gcc; takes well under a minute with the
-// defaults. What it compares (SPEC section 7):
+// defaults. What it compares (docs/performance.md):
 //
 // - ours: `deno run --allow-ffi main.ts PATH`, as a user starts it (or
 //   `$PASST_REPAIR_BIN PATH`, to bench the compiled binary or the bundle);
@@ -1179,7 +1179,9 @@ async function main(args: string[]): Promise<number> {
   try {
     o = options(args);
   } catch (e) {
-    console.error(`bench: ${(e as Error).message}\n${USAGE}`);
+    // One line: node:util's own message is a paragraph about its API
+    const message = (e as Error).message.split(". ")[0]!.replace(/\.$/, "");
+    console.error(`bench: ${message} (deno task bench --help lists the options)`);
     return 2;
   }
   if (o === null) {

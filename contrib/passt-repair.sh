@@ -7,8 +7,10 @@
 # and no other, and with DENO_NO_UPDATE_CHECK=1 so that Deno never contacts
 # the network to look for a newer version of itself.
 #
-# Deno is the program named by $DENO if that is set, otherwise the first
-# `deno` on PATH.
+# Deno is the program named by $DENO if that is set, otherwise the `deno`
+# next to this script (deno task install puts a copy of the Deno it was run
+# with there, so an installed launcher needs nothing on PATH), otherwise the
+# first `deno` on PATH.
 #
 # The other flags keep the caller's working directory out of it: no deno.json,
 # package.json or lock file found there is read (--no-config, --no-lock),
@@ -20,7 +22,8 @@
 # signals sent to it (SIGTERM from systemd or KubeVirt) are its own.
 #
 # The kernel ignores file capabilities on scripts, and `deno` must never carry
-# one: grant CAP_NET_ADMIN with systemd's AmbientCapabilities=, or run as root.
+# one: grant CAP_NET_ADMIN as an ambient capability (systemd's
+# AmbientCapabilities=, or setpriv --ambient-caps), or run as root.
 
 fail() {
   echo "passt-repair: $*" >&2
@@ -44,7 +47,14 @@ case $bundle in
 esac
 [ -r "$bundle" ] || fail "cannot read $bundle: keep passt-repair.js next to this launcher"
 
-deno=${DENO:-deno}
+deno=${DENO:-}
+if [ -z "$deno" ]; then
+  if [ -f "$dir/deno" ] && [ -x "$dir/deno" ]; then
+    deno=$dir/deno
+  else
+    deno=deno
+  fi
+fi
 case $deno in
 */*) [ -f "$deno" ] && [ -x "$deno" ] || fail "DENO=$deno is not an executable file" ;;
 *) found=$(command -v "$deno") || fail "$deno not found on PATH: install Deno or set DENO to its path"

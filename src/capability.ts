@@ -15,9 +15,10 @@ export type CapabilityResult =
   | { readonly allowed: false; readonly step: "socket" | "setsockopt"; readonly errno: number };
 
 /** How to grant the capability, for messages */
-const HOW_TO_GRANT = "run as root, set the file capability on the compiled " +
-  "binary (setcap cap_net_admin+ep passt-repair), or give it as an ambient " +
-  "capability (systemd AmbientCapabilities=CAP_NET_ADMIN)";
+const HOW_TO_GRANT = "run as root, or better grant that capability alone: " +
+  "setcap cap_net_admin+ep on the compiled binary, or as an ambient capability " +
+  "(systemd AmbientCapabilities=CAP_NET_ADMIN, or setpriv --inh-caps=+net_admin " +
+  "--ambient-caps=+net_admin)";
 
 /** Tries TCP_REPAIR on a fresh, unconnected TCP socket */
 export function checkCapability(): CapabilityResult {

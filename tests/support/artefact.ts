@@ -133,3 +133,18 @@ export function splitNul(text: string): string[] {
   if (parts.at(-1) === "") parts.pop();
   return parts;
 }
+
+/**
+ * `deno task install` with PASST_REPAIR_PREFIX=`prefix`, as an operator runs it; throws
+ * if it failed. Returns the installed command, PREFIX/bin/passt-repair.
+ */
+export async function installTo(prefix: string): Promise<string> {
+  const run = await runBounded([Deno.execPath(), "task", "install"], {
+    seconds: 300,
+    env: { PASST_REPAIR_PREFIX: prefix },
+  });
+  if (run.code !== 0) {
+    throw new Error(`deno task install failed (status ${run.code}):\n${run.stdout}${run.stderr}`);
+  }
+  return `${prefix}/bin/passt-repair`;
+}

@@ -62,13 +62,18 @@ export class Helper {
 
   constructor(args: readonly string[], options: SpawnOptions = {}) {
     const argv = [...(options.prefix ?? []), ...helperCommand(args)];
-    this.child = new Deno.Command(argv[0]!, {
-      args: argv.slice(1),
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-    }).spawn();
+    try {
+      this.child = new Deno.Command(argv[0]!, {
+        args: argv.slice(1),
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+      }).spawn();
+    } catch (e) {
+      // One line naming the program, for example a PASST_REPAIR_BIN that does not exist
+      throw new Error(`cannot start ${argv[0]}: ${e instanceof Error ? e.message : e}`);
+    }
     this.#stdout = new Response(this.child.stdout).text();
     if (!options.stderrUnread) this.#readStderr();
   }
@@ -121,7 +126,14 @@ export function runHelper(args: readonly string[], options: SpawnOptions = {}): 
 
 /** A temporary directory for one test's sockets, removed by cleanup() */
 export class Scratch {
-  readonly dir = Deno.makeTempDirSync({ prefix: "passt-repair-test-" });
+  readonly dir: string;
+  /** In TMPDIR, or in `parent` (see sharedScratch() for one other users can reach) */
+  constructor(parent?: string) {
+    this.dir = Deno.makeTempDirSync({
+      prefix: "passt-repair-test-",
+      ...(parent === undefined ? {} : { dir: parent }),
+    });
+  }
   path(name: string): string {
     return `${this.dir}/${name}`;
   }
@@ -149,22 +161,28 @@ export async function startSession(
   args: readonly string[] = [],
   options: SpawnOptions = {},
 ): Promise<Session> {
+  // Everything made here is undone here if the session cannot start
   const scratch = new Scratch();
   const socketPath = scratch.path("passt.socket.repair");
-  const listener = unixListener(socketPath);
-  const helper = new Helper([...args, socketPath], options);
+  let listener = -1;
+  let helper: Helper | undefined;
   let conn: number;
   try {
+    listener = unixListener(socketPath);
+    helper = new Helper([...args, socketPath], options);
     conn = acceptWithin(listener, 20000);
   } catch (e) {
-    helper.kill();
-    const out = await helper.exit();
-    closeFd(listener);
+    let said = "";
+    if (helper !== undefined) {
+      helper.kill();
+      said = `; helper said: ${(await helper.exit().catch(() => null))?.stderr ?? "(nothing)"}`;
+    }
     scratch.cleanup();
-    throw new Error(`${(e as Error).message}; helper said: ${out.stderr}`);
+    throw new Error(`${(e as Error).message}${said}`);
   } finally {
-    closeFd(listener);
+    if (listener >= 0) closeFd(listener);
   }
+  const started = helper;
   const adopted: { close(): void }[] = [];
   let connOpen = true;
   const closeConn = () => {
@@ -172,7 +190,7 @@ export async function startSession(
     connOpen = false;
   };
   return {
-    helper,
+    helper: started,
     conn,
     scratch,
     socketPath,
@@ -184,9 +202,9 @@ export async function startSession(
     async close() {
       for (const r of adopted.splice(0)) r.close();
       closeConn();
-      helper.kill();
-      await helper.child.status;
-      await helper.exit().catch(() => {});
+      started.kill();
+      await started.child.status;
+      await started.exit().catch(() => {});
       scratch.cleanup();
     },
   };

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { BINARY, runBounded, runProtocolSuite, runTask } from "../support/artefact.ts";
 import type { Run } from "../support/artefact.ts";
 import { Scratch } from "../support/helper.ts";
+import { sharedScratch } from "../support/reachable.ts";
 import { VERSION } from "../../src/version.ts";
 
 /** Time for the build, the runtime download included (about 100 MB) */
@@ -97,10 +98,10 @@ binaryTest("the protocol system tests pass against the compiled binary", async (
 binaryTest(
   "a file capability on the binary alone lets an unprivileged user set TCP_REPAIR",
   async () => {
-    const scratch = new Scratch();
+    // A copy that the user nobody can reach and run, in a folder it can enter
+    const scratch = sharedScratch();
+    if (typeof scratch === "string") throw new Error(`cannot run this test here: ${scratch}`);
     try {
-      // A copy that the user nobody can reach and run
-      Deno.chmodSync(scratch.dir, 0o755);
       const copy = scratch.path("passt-repair");
       Deno.copyFileSync(BINARY, copy);
       Deno.chmodSync(copy, 0o755);

@@ -1,4 +1,4 @@
-// Hardening, privileges and logging (SPEC section 6), observed on the live
+// Hardening, privileges and logging (docs/security.md), observed on the live
 // helper process from outside: /proc/PID/status of every thread, the owner of
 // /proc/PID, what the startup sequence leaves possible, the capability check
 // with and without CAP_NET_ADMIN, and what --verbose says.
@@ -22,12 +22,12 @@ import {
   idle,
   MAIN,
   runHelper,
-  Scratch,
   type Session,
   startSession,
   waitUntil,
   WITHOUT_NET_ADMIN,
 } from "../support/helper.ts";
+import { commandForNobody, NOBODY, sharedScratch } from "../support/reachable.ts";
 
 const REPLY_MS = 10000;
 const ON = 1, OFF = 0;
@@ -360,49 +360,18 @@ Deno.test("the helper command line spells out exactly one permission", () => {
 
 // ---- an unprivileged user with nothing but ambient CAP_NET_ADMIN ----
 
-const NOBODY = 65534;
-
-/** Whether `path` can be executed by a user who is neither owner nor in the group */
-function othersCanExecute(path: string): boolean {
-  const parts = path.split("/").filter((p) => p !== "");
-  for (let i = 1; i <= parts.length; i++) {
-    const mode = Deno.statSync("/" + parts.slice(0, i).join("/")).mode ?? 0;
-    if ((mode & 0o001) === 0) return false;
-  }
-  return true;
-}
-
-/**
- * The helper's command line with a program path that user 65534 can reach:
- * the program itself, or a hard link to it in `dir` (no copy); null if neither
- */
-function commandForNobody(args: readonly string[], dir: string): string[] | null {
-  const argv = helperCommand(args);
-  const program = Deno.realPathSync(argv[0]!);
-  if (othersCanExecute(program)) return [program, ...argv.slice(1)];
-  try {
-    Deno.linkSync(program, `${dir}/program`);
-  } catch {
-    return null;
-  }
-  return othersCanExecute(`${dir}/program`) ? [`${dir}/program`, ...argv.slice(1)] : null;
-}
-
 Deno.test("as an unprivileged user with only ambient CAP_NET_ADMIN the helper serves, confined", async (t) => {
-  const scratch = new Scratch();
+  const scratch = sharedScratch();
+  if (typeof scratch === "string") {
+    console.log(`skipped: ${scratch}`);
+    return;
+  }
   try {
-    Deno.chmodSync(scratch.dir, 0o755);
     const home = scratch.path("home");
     Deno.mkdirSync(home);
     Deno.chownSync(home, NOBODY, NOBODY);
     const socketPath = scratch.path("passt.socket.repair");
-    const argv = commandForNobody([socketPath], scratch.dir);
-    if (argv === null) {
-      console.log(
-        "skipped: user 65534 cannot reach the deno executable, and it cannot be hard-linked",
-      );
-      return;
-    }
+    const argv = commandForNobody([socketPath], scratch);
     const listener = unixListener(socketPath);
     Deno.chmodSync(socketPath, 0o777);
     const ambient = [

@@ -112,6 +112,8 @@ Deno.test("the manual page has the sections operators look for, and the program'
       "PROTOCOL",
       "EXIT STATUS",
       "EXAMPLES",
+      "DIAGNOSTICS",
+      "FILES",
       "ENVIRONMENT",
       "SECURITY",
       "NOTES",

@@ -1,6 +1,6 @@
-// What the README's performance section promises that is not a timing
-// (timings are the bench's): the descriptor table is grown before passt's
-// first message, priming leaves nothing open, and the steady-state loop
+// What docs/performance.md promises that is not a timing (timings are the
+// bench's): the descriptor table is grown before passt's first message,
+// priming leaves nothing open, and the steady-state loop
 // allocates nothing per message.
 
 import assert from "node:assert/strict";

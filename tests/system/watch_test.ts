@@ -1,4 +1,4 @@
-// Finding the socket (SPEC section 4), end to end: the real helper
+// Finding the socket (docs/directory-mode.md), end to end: the real helper
 // (deno run --allow-ffi main.ts) against real directories, symlinks, FIFOs and
 // sockets that a fake passt binds, listens on and accepts from.
 
@@ -675,21 +675,32 @@ Deno.test("long paths: a socket path of 108 bytes or more is reached through its
 Deno.test("long paths: non-ASCII names are measured in UTF-8 bytes", async () => {
   const scratch = new Scratch();
   // Fewer than 108 characters, more than 108 bytes: only bytes tell it must
-  // go through the directory
-  const dir = scratch.path("é".repeat(40));
-  Deno.mkdirSync(dir);
+  // go through the directory. As many two-byte "é" as that takes after
+  // TMPDIR, whose length varies: 6 characters and 20 bytes for the name,
+  // 2 slashes.
   const name = "vm-日本語.repair";
+  const wide = Math.max(1, Math.ceil((108 - bytes(scratch.dir) - 2 - bytes(name)) / 2));
+  const dir = scratch.path("é".repeat(wide));
   const path = `${dir}/${name}`;
-  assert.ok(path.length < 108 && bytes(path) >= 108, `${path.length} chars, ${bytes(path)} bytes`);
-  const listener = unixListenerIn(dir, name);
+  if (path.length >= 108) {
+    scratch.cleanup();
+    console.log(
+      `skipped: TMPDIR is too long (${scratch.dir.length} characters) to make a path under 108 characters and over 108 bytes`,
+    );
+    return;
+  }
+  let listener = -1;
   try {
+    Deno.mkdirSync(dir);
+    assert.ok(bytes(path) >= 108, `${path.length} chars, ${bytes(path)} bytes`);
+    listener = unixListenerIn(dir, name);
     for (const args of [[path], [dir]]) {
       const helper = new Helper(args);
       const out = await finish(helper, await accepted(helper, listener));
       assert.equal(out.stderr, "", `${args}`);
     }
   } finally {
-    closeFd(listener);
+    if (listener >= 0) closeFd(listener);
     scratch.cleanup();
   }
 });

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import config from "../../deno.json" with { type: "json" };
 
-const tasks: Record<string, string> = config.tasks;
+const tasks: Record<string, { description: string; command: string }> = config.tasks;
 
 /** Flags that grant a Deno permission */
 function permissionFlags(words: readonly string[]): string[] {
@@ -13,7 +13,7 @@ function permissionFlags(words: readonly string[]): string[] {
 }
 
 Deno.test("deno task compile bakes in --allow-ffi and no other permission", () => {
-  const words = tasks.compile!.split(/\s+/);
+  const words = tasks.compile!.command.split(/\s+/);
   assert.equal(words[0], "DENO_NO_UPDATE_CHECK=1");
   assert.deepEqual(words.slice(1, 3), ["deno", "compile"]);
   assert.deepEqual(permissionFlags(words), ["--allow-ffi"]);
@@ -23,7 +23,7 @@ Deno.test("deno task compile bakes in --allow-ffi and no other permission", () =
 });
 
 Deno.test("deno task bundle writes dist/passt-repair.js and the launcher beside it", () => {
-  const [bundle, copy, ...rest] = tasks.bundle!.split(" && ");
+  const [bundle, copy, ...rest] = tasks.bundle!.command.split(" && ");
   assert.deepEqual(rest, []);
   const words = bundle!.split(/\s+/);
   assert.equal(words[0], "DENO_NO_UPDATE_CHECK=1");
@@ -31,4 +31,28 @@ Deno.test("deno task bundle writes dist/passt-repair.js and the launcher beside 
   assert.deepEqual(permissionFlags(words), [], "bundling grants nothing");
   assert.deepEqual(words.slice(-3), ["--output", "dist/passt-repair.js", "main.ts"]);
   assert.equal(copy, "cp contrib/passt-repair.sh dist/passt-repair.sh");
+});
+
+Deno.test("every task has a description that starts with its group, and groups stay together", () => {
+  const groups: string[] = [];
+  for (const [name, task] of Object.entries(tasks)) {
+    const group = /^(run|test|build|measure): \S/.exec(task.description)?.[1];
+    assert.ok(group, `${name}: "${task.description}" starts with run:, test:, build: or measure:`);
+    if (groups.at(-1) !== group) groups.push(group);
+    assert.ok(task.command.length > 0, name);
+  }
+  assert.deepEqual(groups, ["run", "test", "build", "measure"], "listed group by group");
+});
+
+Deno.test("deno task install bundles first, then installs with no permission beyond files and its prefix", () => {
+  const [bundle, install, ...rest] = tasks.install!.command.split(" && ");
+  assert.deepEqual(rest, []);
+  assert.equal(bundle, "deno task bundle");
+  const words = install!.split(/\s+/);
+  assert.deepEqual(permissionFlags(words), [
+    "--allow-read",
+    "--allow-write",
+    "--allow-env=PASST_REPAIR_PREFIX",
+  ]);
+  assert.equal(words.at(-1), "contrib/install.ts");
 });

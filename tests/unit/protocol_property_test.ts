@@ -237,7 +237,7 @@ function collected(messages: readonly Cmsg[]): number[] {
   return out;
 }
 
-/** The verdict for a sequence of well-formed control messages, from SPEC 5 */
+/** The verdict for a sequence of well-formed control messages, as the manual page's PROTOCOL section states it */
 function expectedProblem(messages: readonly Cmsg[]): Problem {
   if (messages.length === 0) return Problem.NONE;
   for (const m of messages) {
