@@ -451,9 +451,9 @@ class DirectoryWait {
     for (const s of sockets) this.#candidates.setAside(s.identity);
     this.#ambiguous = sockets.map((s) => s.name);
     this.#warnings.warn(
-      "ambiguous",
       `${sockets.length} sockets named *${REPAIR_SUFFIX} in ${show(this.#dir)}, ignoring them ` +
         `all as ambiguous (${listNames(this.#ambiguous)}); waiting for a new one`,
+      "ambiguous",
     );
   }
 
@@ -462,8 +462,8 @@ class DirectoryWait {
   }
 
   /** A --verbose line about one candidate, bounded like the warnings */
-  #note(reason: string, text: string): void {
-    this.#notes.warn(reason, text);
+  #note(text: string, reason: string): void {
+    this.#notes.warn(text, reason);
   }
 
   #loop(watch: DirectoryWatch): Located {
@@ -524,14 +524,14 @@ class DirectoryWait {
       }
       if (this.#candidates.isSetAside(identity)) {
         this.#candidates.drop(candidate);
-        this.#note("set aside", `${this.#shown(name)} was set aside before: skipping it`);
+        this.#note(`${this.#shown(name)} was set aside before: skipping it`, "set aside");
         return null;
       }
       const links = linkProblem(entry.status.nlink);
       if (links !== null) {
         this.#candidates.drop(candidate);
         this.#candidates.setAside(identity);
-        this.#warnings.warn("hard links", `skipping ${this.#shown(name)}: ${links}`);
+        this.#warnings.warn(`skipping ${this.#shown(name)}: ${links}`, "hard links");
         return null;
       }
       fd = connectThrough(entry.fd);
@@ -539,17 +539,17 @@ class DirectoryWait {
       if (fd < 0 && notYet(-fd)) {
         if (candidate.backoffMs === 0) {
           this.#note(
-            `refused: ${describeErrno(-fd)}`,
             `${this.#shown(name)}: ${describeErrno(-fd)}, retrying`,
+            `refused: ${describeErrno(-fd)}`,
           );
         }
         this.#refused = { shown: this.#shown(name), errno: -fd };
         const forgotten = this.#candidates.retryLater(candidate, now);
         if (forgotten !== null) {
           this.#warnings.warn(
-            "too many refusing",
             `forgetting ${this.#shown(forgotten.name)}: more than ${MAX_REFUSING} sockets ` +
               "refuse connections, and it has refused longest",
+            "too many refusing",
           );
         }
         return null;
@@ -558,8 +558,8 @@ class DirectoryWait {
       if (fd < 0) {
         this.#candidates.setAside(identity);
         this.#warnings.warn(
-          `connect() failed: ${describeErrno(-fd)}`,
           `skipping ${this.#shown(name)}: ${connectFailure(-fd, "it").message}`,
+          `connect() failed: ${describeErrno(-fd)}`,
         );
         return null;
       }
@@ -568,7 +568,7 @@ class DirectoryWait {
       if (typeof peer === "string") {
         libc.close(fd);
         this.#candidates.setAside(identity);
-        this.#warnings.warn("not served by its owner", `skipping ${peer}`);
+        this.#warnings.warn(`skipping ${peer}`, "not served by its owner");
         return null;
       }
       this.#log(`found ${shown}`);
@@ -581,24 +581,24 @@ class DirectoryWait {
   #skipKind(name: Uint8Array, mode: number): void {
     const type = fileTypeName(mode);
     this.#warnings.warn(
-      type,
       (mode & S_IFMT) === S_IFLNK
         ? `skipping ${this.#shown(name)}: it is a symbolic link (links are refused: ` +
           "the socket itself must be in the directory)"
         : `skipping ${this.#shown(name)}: it is a ${type}, not a socket`,
+      type,
     );
   }
 
   #skipFailed(name: Uint8Array, errno: number): void {
     if (errno === ENOENT) {
       this.#warnings.warn(
-        "removed before it could be checked",
         `skipping ${this.#shown(name)}: it was removed before it could be checked`,
+        "removed before it could be checked",
       );
     } else {
       this.#warnings.warn(
-        `Can't open: ${describeErrno(errno)}`,
         `skipping ${this.#shown(name)}: Can't open it: ${describeErrno(errno)}`,
+        `Can't open: ${describeErrno(errno)}`,
       );
     }
   }

@@ -23,7 +23,7 @@ export class WarningBudget {
    * Tells `text` if nothing was told yet for `reason` (a short description,
    * such as "not a socket"), else counts it.
    */
-  warn(reason: string, text: string): void {
+  warn(text: string, reason: string): void {
     const key = this.#untold.has(reason) || this.#untold.size < MAX_REASONS ? reason : "other";
     const untold = this.#untold.get(key);
     if (untold !== undefined) {

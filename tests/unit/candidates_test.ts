@@ -99,9 +99,9 @@ unit("CandidateSet: what is set aside is bounded, the oldest forgotten first", (
 unit("WarningBudget tells each reason once, then counts", () => {
   const told: string[] = [];
   const budget = new WarningBudget((t) => told.push(t));
-  for (let i = 0; i < 1500; i++) budget.warn("regular file", `skipping f${i}: regular file`);
-  budget.warn("directory", "skipping d: directory");
-  budget.warn("directory", "skipping e: directory");
+  for (let i = 0; i < 1500; i++) budget.warn(`skipping f${i}: regular file`, "regular file");
+  budget.warn("skipping d: directory", "directory");
+  budget.warn("skipping e: directory", "directory");
   budget.flush();
   assert.deepEqual(told, [
     "skipping f0: regular file",
@@ -116,7 +116,7 @@ unit("WarningBudget tells each reason once, then counts", () => {
 unit("WarningBudget bounds the number of distinct reasons too", () => {
   const told: string[] = [];
   const budget = new WarningBudget((t) => told.push(t));
-  for (let i = 0; i < 1000; i++) budget.warn(`reason ${i}`, `line ${i}`);
+  for (let i = 0; i < 1000; i++) budget.warn(`line ${i}`, `reason ${i}`);
   budget.flush();
   assert.ok(told.length <= MAX_REASONS + 2, `${told.length} lines`);
   assert.equal(told.at(-1), `skipped ${1000 - MAX_REASONS - 1} more entries: other`);
