@@ -12,7 +12,7 @@ import type { Invocation } from "./src/cli.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from "./src/errors.ts";
 import { growDescriptorTable, primeSession } from "./src/fd_table.ts";
 import { peerCredentials } from "./src/ffi/libc.ts";
-import { describeHardening, lockDown } from "./src/harden.ts";
+import { describeConfinement, describeHardening, lockDown } from "./src/harden.ts";
 import { locateAndConnect } from "./src/locate.ts";
 import { printError, printOut, warn } from "./src/log.ts";
 import { commandName } from "./src/protocol.ts";
@@ -70,7 +70,9 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
   // no_new_privs, seccomp on all threads), then revoke the ffi permission:
   // from here on no further native library can be loaded; the symbols
   // already bound keep working.
-  const { channel, hardening } = lockDown();
+  const { channel, hardening, serving } = lockDown(Deno.build.arch, {
+    kill: invocation.seccompKill,
+  });
   log(describeHardening(hardening));
 
   const capability = checkCapability();
@@ -115,6 +117,11 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
         : `connected to ${path} (peer pid ${cred.pid}, uid ${cred.uid}, gid ${cred.gid})`,
     );
   }
+  // Before the first message: from here on, only what serving needs
+  // (receive, set TCP_REPAIR, reply, close, stderr, exit, and the runtime's
+  // own memory and thread calls); no file, no socket, no ioctl, no prctl.
+  serving.install(fd);
+  log(describeConfinement(serving));
 
   const end = session.serve();
   const n = session.commands;

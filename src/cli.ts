@@ -6,7 +6,8 @@
 import { parseArgs } from "node:util";
 import { UsageError } from "./errors.ts";
 
-export const USAGE = "Usage: passt-repair [--timeout SECONDS] [--wait] [--verbose] [--] PATH\n" +
+export const USAGE =
+  "Usage: passt-repair [--timeout SECONDS] [--wait] [--verbose] [--seccomp-kill] [--] PATH\n" +
   "       passt-repair --check | --help | --version";
 
 export const HELP = `${USAGE}
@@ -26,6 +27,8 @@ Options:
       --wait           PATH names a socket that may not exist yet: wait for
                        exactly that name to appear in its directory
       --verbose        log each event on stderr (peer, commands, timings)
+      --seccomp-kill   a system call the seccomp filters refuse kills the
+                       process instead of failing with EPERM
       --check          only report whether this process may set TCP_REPAIR
                        (exit 0 if it may, 1 if not)
       --               end of options, for a PATH that starts with "-"
@@ -37,7 +40,7 @@ errors (including a PATH that is not a socket).`;
 export type Invocation =
   | { readonly action: "help" }
   | { readonly action: "version" }
-  | { readonly action: "check"; readonly verbose: boolean }
+  | { readonly action: "check"; readonly verbose: boolean; readonly seccompKill: boolean }
   | {
     readonly action: "run";
     readonly path: string;
@@ -45,6 +48,8 @@ export type Invocation =
     readonly timeout: number | null;
     readonly wait: boolean;
     readonly verbose: boolean;
+    /** Refuse by SECCOMP_RET_KILL_PROCESS instead of EPERM */
+    readonly seccompKill: boolean;
   };
 
 /** Parses SECONDS for --timeout: a finite, positive decimal number */
@@ -74,6 +79,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
         wait: { type: "boolean" },
         verbose: { type: "boolean" },
         check: { type: "boolean" },
+        "seccomp-kill": { type: "boolean" },
       },
     });
   } catch (e) {
@@ -84,12 +90,13 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   if (values.help) return { action: "help" };
   if (values.version) return { action: "version" };
   const verbose = values.verbose === true;
+  const seccompKill = values["seccomp-kill"] === true;
   if (values.check) {
     if (positionals.length > 0) throw new UsageError("--check takes no PATH");
     if (values.timeout !== undefined || values.wait) {
       throw new UsageError("--check cannot be combined with --timeout or --wait");
     }
-    return { action: "check", verbose };
+    return { action: "check", verbose, seccompKill };
   }
   if (positionals.length === 0) throw new UsageError("Missing PATH");
   if (positionals.length > 1) {
@@ -103,6 +110,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     timeout: values.timeout === undefined ? null : parseSeconds(values.timeout),
     wait: values.wait === true,
     verbose,
+    seccompKill,
   };
 }
 

@@ -21,6 +21,7 @@ unit("parseCommandLine() takes exactly one PATH", () => {
     timeout: null,
     wait: false,
     verbose: false,
+    seccompKill: false,
   });
   assert.equal(usageError([]), "Missing PATH");
   assert.equal(usageError(["a", "b"]), "Exactly one PATH expected, got 2");
@@ -43,7 +44,11 @@ unit("parseCommandLine() recognises --help, --version and --check", () => {
   assert.deepEqual(parseCommandLine(["-h"]), { action: "help" });
   assert.deepEqual(parseCommandLine(["--help", "x", "y"]), { action: "help" });
   assert.deepEqual(parseCommandLine(["--version"]), { action: "version" });
-  assert.deepEqual(parseCommandLine(["--check"]), { action: "check", verbose: false });
+  assert.deepEqual(parseCommandLine(["--check"]), {
+    action: "check",
+    verbose: false,
+    seccompKill: false,
+  });
   assert.equal(usageError(["--check", "x"]), "--check takes no PATH");
 });
 
@@ -54,6 +59,7 @@ unit("parseCommandLine() reads --timeout, --wait and --verbose", () => {
     timeout: 2.5,
     wait: true,
     verbose: true,
+    seccompKill: false,
   });
   assert.deepEqual(parseCommandLine(["--timeout=.5", "p"]), {
     action: "run",
@@ -61,7 +67,16 @@ unit("parseCommandLine() reads --timeout, --wait and --verbose", () => {
     timeout: 0.5,
     wait: false,
     verbose: false,
+    seccompKill: false,
   });
+});
+
+unit("parseCommandLine() reads --seccomp-kill, which only strengthens the filters", () => {
+  const run = parseCommandLine(["--seccomp-kill", "p"]);
+  assert.equal(run.action === "run" && run.seccompKill, true);
+  const check = parseCommandLine(["--check", "--seccomp-kill"]);
+  assert.equal(check.action === "check" && check.seccompKill, true);
+  assert.equal(usageError(["--seccomp-kill=1", "p"]), "Option --seccomp-kill takes no value");
 });
 
 unit("parseSeconds() accepts positive decimals only", () => {
@@ -74,7 +89,16 @@ unit("parseSeconds() accepts positive decimals only", () => {
 unit("HELP starts with the usage and documents every option", () => {
   assert.ok(HELP.startsWith(USAGE));
   for (
-    const option of ["--help", "--version", "--timeout", "--wait", "--verbose", "--check", "--"]
+    const option of [
+      "--help",
+      "--version",
+      "--timeout",
+      "--wait",
+      "--verbose",
+      "--seccomp-kill",
+      "--check",
+      "--",
+    ]
   ) {
     assert.ok(HELP.includes(option), option);
   }
