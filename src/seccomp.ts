@@ -509,6 +509,12 @@ export const SERVING_CALLS: readonly AllowedCall[] = [
   allowed("getpid", 39, 172, "V8 when it starts a garbage collection"),
   allowed("sched_getparam", 143, 121, "V8 reads a thread's priority before running a job"),
   allowed("sched_getscheduler", 145, 120, "V8 reads a thread's priority before running a job"),
+  allowed(
+    "sched_getaffinity",
+    204,
+    123,
+    "glibc's pthread_getattr_np, when V8 finds a worker's stack (refused: SIGSEGV)",
+  ),
   allowed("getrandom", 318, 278, "not seen: Rust and V8 seed hash tables from it"),
   allowed("rt_sigprocmask", 14, 135, "glibc blocks signals around a thread's exit"),
   allowed("rt_sigreturn", 15, 139, "not seen: the return from any signal handler"),
@@ -520,13 +526,20 @@ export const SERVING_CALLS: readonly AllowedCall[] = [
 
 /**
  * Calls the second stage refuses with EPERM even with --seccomp-kill: the
- * runtime tries them at times, and carries on when refused. V8 reads
- * /sys/devices/system/cpu/cpu0/tsc_freq_khz once, after its first garbage
- * collection, and calibrates by sleeping when it cannot; killing the helper
- * for it would end a migration for nothing.
+ * runtime tries them at times, and carries on when refused. After its first
+ * garbage collections the runtime reads
+ * /sys/devices/system/cpu/cpu0/tsc_freq_khz once (and calibrates by sleeping
+ * when it cannot) and /proc/sys/vm/overcommit_memory (and assumes a default
+ * when it cannot); killing the helper for either would end a migration for
+ * nothing.
  */
 export const SERVING_SOFT_REFUSALS: readonly AllowedCall[] = [
-  allowed("openat", 257, 56, "V8's one-time read of the TSC frequency (optional)"),
+  allowed(
+    "openat",
+    257,
+    56,
+    "one-time reads of the TSC frequency and of vm.overcommit_memory, both optional",
+  ),
   allowed("open", 2, null, "the same, through an older glibc"),
 ];
 

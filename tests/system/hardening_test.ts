@@ -17,10 +17,20 @@ import {
   unixListener,
 } from "../support/peer_native.ts";
 import {
+  bindPeer,
+  buildSeccompFilter,
+  buildServingFilter,
+  NEWEST_CALL,
+  SECCOMP_RET_ERRNO,
+} from "../../src/seccomp.ts";
+import { runFilter } from "../support/bpf.ts";
+import { seccompFilters } from "../support/seccomp_dump.ts";
+import {
   type Helper,
   helperCommand,
   idle,
   MAIN,
+  openDescriptors,
   runHelper,
   Scratch,
   type Session,
@@ -621,4 +631,36 @@ Deno.test("after the second stage no file opens (not /proc/self/mem), no socket 
 Deno.test("with --seccomp-kill a call the second stage refuses kills the process (SIGSYS)", async () => {
   const { code, signal } = await servingProbe("--kill");
   assert.equal(signal, "SIGSYS", `exit code ${code}`);
+});
+
+Deno.test("the live helper runs exactly the two programs the unit tests run: the deny-list, then the allow-list bound to passt's socket", async () => {
+  const s = await startSession();
+  try {
+    await idle(s.helper.pid);
+    const filters = await seccompFilters(s.helper.pid);
+    assert.equal(filters.length, 2, "two filters");
+    const arch = Deno.build.arch;
+    // The sessions run with --seccomp-kill
+    assert.deepEqual(filters[0], buildSeccompFilter(arch, { kill: true }).program, "first stage");
+    // The helper's descriptor for passt, as it reported it nowhere: read it
+    // from the program, then check the rest of it is what is built for it
+    const serving = buildServingFilter(arch, { kill: true });
+    const slot = serving.peerSlots[0]!;
+    const peer = new DataView(filters[1]!.buffer).getUint32(slot * 8 + 4, true);
+    assert.ok(openDescriptors(s.helper.pid).get(peer)?.startsWith("socket:"), `fd ${peer}`);
+    bindPeer(serving, peer);
+    assert.deepEqual(filters[1], serving.program, "second stage");
+    // ...so what the unit tests prove of them holds in the helper: here,
+    // that a call numbered above NEWEST_CALL gets ENOSYS, which this kernel
+    // could not show (it has nothing there either)
+    const newer = runFilter(filters[0]!, {
+      nr: NEWEST_CALL[arch === "aarch64" ? "aarch64" : "x86_64"] + 1,
+      arch: buildSeccompFilter(arch).auditArch,
+    });
+    assert.equal(newer, SECCOMP_RET_ERRNO | 38);
+    stillServes(s);
+    await endsQuietly(s);
+  } finally {
+    await s.close();
+  }
 });
