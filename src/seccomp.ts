@@ -500,7 +500,12 @@ export const SERVING_CALLS: readonly AllowedCall[] = [
   allowed("brk", 12, 214, "malloc grows the main arena"),
   allowed("mremap", 25, 216, "not seen: realloc() of a large block"),
   allowed("sched_yield", 24, 124, "not seen: V8's spin locks yield"),
-  allowed("clock_nanosleep", 230, 115, "V8 calibrates its clock once, in 1 and 2 ms sleeps"),
+  allowed(
+    "clock_nanosleep",
+    230,
+    115,
+    "a one-time clock calibration (1 and 2 ms) when the TSC rate is unknown",
+  ),
   allowed("nanosleep", 35, 101, "not seen: older glibc sleeps with it"),
   allowed("restart_syscall", 219, 128, "not seen: a timed wait resumed after a signal"),
   allowed("clock_gettime", 228, 113, "not seen: the vDSO falls back to it on some clocks"),
