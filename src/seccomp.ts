@@ -476,11 +476,15 @@ const STDERR = 2;
 
 /**
  * Every call the second stage allows, in the order the program tests them:
- * the hot calls first. The list comes from tracing the helper (strace -f,
- * every thread, from the connect() to the exit) while it served the
- * protocol, fuzz and migration tests and long idle and busy sessions, with
- * and without --verbose, ending by EOF, reset, failure and SIGTERM. Calls
- * marked "not seen" are there for a reason given, not from a trace.
+ * the hot calls first. The list comes from tracing the helper, every thread,
+ * from its connect() to its exit, while it served the protocol, fuzz and
+ * migration tests and long idle and busy sessions, with and without
+ * --verbose, ending by EOF, reset, failure and SIGTERM: PASST_REPAIR_BIN set
+ * to a script that runs `strace -D -f -o FILE deno run --allow-ffi main.ts
+ * "$@"` (-D keeps the helper's PID, which the tests watch). Then the tests
+ * and long fuzz campaigns run with --seccomp-kill, so that a call missing
+ * here ends the helper with SIGSYS (two were found so: sched_getaffinity,
+ * rseq). Calls marked "not seen" are there for the reason given.
  */
 export const SERVING_CALLS: readonly AllowedCall[] = [
   // The protocol, in the order of their frequency
