@@ -57,6 +57,7 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
     warn,
     verbose: invocation.verbose,
     hold: invocation.action === "run" ? invocation.hold : null,
+    seccompKill: invocation.seccompKill,
   });
   const capability = started.capability;
   if (invocation.action === "check") {

@@ -46,6 +46,11 @@ const OPTIONS = [
       "packet arriving then is dropped, to be sent again by the peer: see the manual page)",
   },
   {
+    long: "seccomp-kill",
+    help: "a system call the seccomp filters refuse kills the process instead of failing " +
+      "with EPERM (stricter, for testing: nothing is hidden)",
+  },
+  {
     long: "check",
     help: "only report whether this process may set TCP_REPAIR (exit 0 if it may, 1 if not)",
   },
@@ -54,7 +59,8 @@ const OPTIONS = [
 type Name = (typeof OPTIONS)[number]["long"];
 
 export const USAGE =
-  "Usage: passt-repair [--timeout SECONDS] [--wait] [--verbose] [--no-hold] [--] PATH\n" +
+  "Usage: passt-repair [--timeout SECONDS] [--wait] [--verbose] [--no-hold] [--seccomp-kill]\n" +
+  "                    [--] PATH\n" +
   "       passt-repair --check | --help | --version";
 
 /** "-h, --help" or "    --timeout SECONDS": the option column of --help */
@@ -108,7 +114,12 @@ errors (including a PATH that is not a socket).`;
 export type Invocation =
   | { readonly action: "help" }
   | { readonly action: "version" }
-  | { readonly action: "check"; readonly verbose: boolean }
+  | {
+    readonly action: "check";
+    readonly verbose: boolean;
+    /** --seccomp-kill: a refused system call kills instead of EPERM */
+    readonly seccompKill: boolean;
+  }
   | {
     readonly action: "run";
     readonly path: string;
@@ -116,6 +127,8 @@ export type Invocation =
     readonly timeout: number | null;
     readonly wait: boolean;
     readonly verbose: boolean;
+    /** --seccomp-kill: a refused system call kills instead of EPERM */
+    readonly seccompKill: boolean;
     /** Hold each socket's input while it is in repair mode (not --no-hold) */
     readonly hold: boolean;
   };
@@ -201,7 +214,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     if (timeout !== undefined || flag("wait")) {
       throw new UsageError("--check cannot be combined with --timeout or --wait");
     }
-    return { action: "check", verbose };
+    return { action: "check", verbose, seccompKill: flag("seccomp-kill") };
   }
   if (positionals.length === 0) throw new UsageError("Missing PATH");
   if (positionals.length > 1) {
@@ -220,6 +233,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     timeout: typeof timeout === "string" ? parseSeconds(timeout) : null,
     wait: flag("wait"),
     verbose,
+    seccompKill: flag("seccomp-kill"),
     hold: !flag("no-hold"),
   };
 }

@@ -24,9 +24,9 @@
 //  7. Prime: serve real messages from a socket pair of our own, so that the
 //     first command after an idle is as fast as a warm one. A message passt
 //     sends meanwhile waits in its socket and is read next.
-//  8. Attach the Channel to passt's socket; seccomp stage 2, when there is
-//     one, goes here, after priming (it refuses the socket calls priming
-//     makes) and before the first recvmsg() from passt.
+//  8. Attach the Channel to passt's socket and install seccomp stage 2, the
+//     allow-list: after priming (it refuses the socket calls priming makes)
+//     and before the first recvmsg() from passt.
 //
 // What each step costs, measured: the README, "Performance".
 
@@ -35,7 +35,12 @@ import { type CapabilityResult, checkCapability, checkHold } from "./capability.
 import { UsageError } from "./errors.ts";
 import * as libc from "./ffi/libc.ts";
 import { type Channel, SelfPeer } from "./ffi/libc.ts";
-import { describeHardening, lockDown } from "./harden.ts";
+import {
+  describeConfinement,
+  describeHardening,
+  lockDown,
+  type ServingConfinement,
+} from "./harden.ts";
 import { describeDropFilter, describeHoldNote } from "./hold.ts";
 import type { Located } from "./locate.ts";
 import { commandName } from "./protocol.ts";
@@ -53,6 +58,8 @@ export interface StartOptions {
   readonly verbose: boolean;
   /** Hold each socket's input while in repair mode (not --no-hold); null for --check */
   readonly hold: boolean | null;
+  /** --seccomp-kill: both seccomp stages kill instead of answering EPERM */
+  readonly seccompKill: boolean;
 }
 
 /** Steps 1-4 done; connected() does the rest once passt's socket is open */
@@ -76,8 +83,9 @@ export function start(options: StartOptions): Started {
   }
   libc.openLibc();
   const peer = new SelfPeer();
-  const { channel, hardening, filter } = lockDown(Deno.build.arch, {
+  const { channel, hardening, filter, serving } = lockDown(Deno.build.arch, {
     hold: options.hold === true,
+    kill: options.seccompKill,
   });
   options.log(describeHardening(hardening));
   const capability = checkCapability();
@@ -95,13 +103,15 @@ export function start(options: StartOptions): Started {
   }
   return {
     capability,
-    connected: (located) => connected(channel, peer, located, { capability, hold }, options),
+    connected: (located) =>
+      connected(channel, peer, serving, located, { capability, hold }, options),
   };
 }
 
 function connected(
   channel: Channel,
   peer: SelfPeer,
+  serving: ServingConfinement,
   located: Located,
   found: { capability: CapabilityResult; hold: boolean },
   options: StartOptions,
@@ -125,6 +135,12 @@ function connected(
   });
   primeSession(session, channel, peer);
   channel.attach(fd);
+  // Before passt's first message: from here on, only what serving needs
+  // (receive and reply on passt's socket, TCP_REPAIR and the hold's filters,
+  // close, stderr, exit, and the runtime's own memory and thread calls); no
+  // file, no socket, no ioctl, no prctl (docs/security.md)
+  serving.install(fd);
+  log(describeConfinement(serving));
   return session;
 }
 

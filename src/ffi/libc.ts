@@ -365,6 +365,36 @@ export function prctl(option: number, arg2 = 0n, arg3 = 0n, arg4 = 0n, arg5 = 0n
 }
 
 /**
+ * struct sock_fprog for a BPF program given as its sock_filter array: the
+ * instruction count and the program's address. Taking the address needs the
+ * ffi permission, so a filter installed after the revoke is prepared before
+ * it; both buffers must then be kept alive (and the program may still be
+ * changed in place: the address stays).
+ */
+export function sockFprog(filter: Uint8Array): Uint8Array {
+  const prog = new Uint8Array(SOCK_FPROG_SIZE);
+  const view = new DataView(prog.buffer);
+  view.setUint16(0, filter.byteLength / SOCK_FILTER_SIZE, true);
+  view.setBigUint64(8, addressOf(filter), true);
+  return prog;
+}
+
+/**
+ * seccomp(operation, flags, prog) with a struct sock_fprog made by
+ * sockFprog(): 0, a thread id (TSYNC's failure) or -errno. Needs no
+ * permission. `nr` is the architecture's SYS_seccomp.
+ */
+export function seccompInstall(
+  nr: number,
+  operation: number,
+  flags: number,
+  prog: Uint8Array,
+): number {
+  const r = sym().syscall(BigInt(nr), BigInt(operation), BigInt(flags), prog);
+  return r < 0n ? fail() : Number(r);
+}
+
+/**
  * seccomp(SECCOMP_SET_MODE_FILTER, flags, &prog) for a BPF program given as
  * its sock_filter array: 0 or -errno. `nr` is the architecture's SYS_seccomp.
  */
@@ -374,12 +404,7 @@ export function seccompSetModeFilter(
   flags: number,
   filter: Uint8Array,
 ): number {
-  const prog = new Uint8Array(SOCK_FPROG_SIZE);
-  const view = new DataView(prog.buffer);
-  view.setUint16(0, filter.byteLength / SOCK_FILTER_SIZE, true);
-  view.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(filter))), true);
-  const r = sym().syscall(BigInt(nr), BigInt(operation), BigInt(flags), prog);
-  return r < 0n ? fail() : Number(r);
+  return seccompInstall(nr, operation, flags, sockFprog(filter));
 }
 
 /**

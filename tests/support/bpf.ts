@@ -54,6 +54,10 @@ export function runFilter(program: Uint8Array, data: SeccompData): number {
         a = input.getUint32(k, true);
         pc++;
         break;
+      case 0x54: // BPF_ALU | BPF_AND | BPF_K
+        a = (a & k) >>> 0;
+        pc++;
+        break;
       case 0x15: // BPF_JMP | BPF_JEQ | BPF_K
         pc += 1 + (a === k ? jt : jf);
         break;

@@ -27,7 +27,7 @@
 
 import { SCM_CREDENTIALS, SCM_RIGHTS, SOL_SOCKET } from "../../src/abi.ts";
 import { commandName } from "../../src/protocol.ts";
-import { Helper, idle, openDescriptors, Scratch } from "./helper.ts";
+import { Helper, idle, openDescriptors, Scratch, SECCOMP_KILL } from "./helper.ts";
 import {
   acceptWithin,
   closeAll,
@@ -394,7 +394,7 @@ class Connection {
     const listener = unixListener(path);
     const limit = this.#plan.limit;
     try {
-      this.helper = new Helper([path], {
+      this.helper = new Helper([SECCOMP_KILL, path], {
         prefix: limit > 0 ? ["prlimit", `--nofile=${limit}:${limit}`] : [],
       });
       this.conn = acceptWithin(listener, 20000);

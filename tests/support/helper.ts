@@ -22,6 +22,13 @@ export function helperCommand(args: readonly string[]): string[] {
   return [Deno.execPath(), "run", "--allow-ffi", MAIN, ...args];
 }
 
+/**
+ * Refuse by killing instead of EPERM. Every session below runs the helper
+ * with it, so that a system call missing from the second seccomp stage's
+ * allow-list ends the helper with SIGSYS, which no test mistakes for a pass.
+ */
+export const SECCOMP_KILL = "--seccomp-kill";
+
 /** Runs a command without CAP_NET_ADMIN, even as root */
 export const WITHOUT_NET_ADMIN = ["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin"];
 
@@ -169,7 +176,7 @@ export async function startSession(
   let conn: number;
   try {
     listener = unixListener(socketPath);
-    helper = new Helper([...args, socketPath], options);
+    helper = new Helper([SECCOMP_KILL, ...args, socketPath], options);
     conn = acceptWithin(listener, 20000);
   } catch (e) {
     let said = "";

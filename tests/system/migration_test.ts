@@ -6,7 +6,7 @@
 // the steps, and shared/MIGRATION-NOTES.md for the order they follow.
 
 import assert from "node:assert/strict";
-import { helperCommand } from "../support/helper.ts";
+import { helperCommand, SECCOMP_KILL } from "../support/helper.ts";
 import { EPERM } from "../support/repair_state.ts";
 import { type MigrationResult, runMigration, SIZES } from "../support/migration/scenario.ts";
 
@@ -81,7 +81,7 @@ for (const family of [4, 6] as const) {
     `a live IPv${family} TCP connection moves to a new socket through the helper, every byte intact`,
     async () => {
       for (let attempt = 1;; attempt++) {
-        const r = await runMigration({ family, helper: helperCommand([]) });
+        const r = await runMigration({ family, helper: helperCommand([SECCOMP_KILL]) });
         checkRun(r);
         if (r.report.before.unacknowledged > 0) break;
         assert.ok(

@@ -22,6 +22,7 @@ unit("parseCommandLine() takes exactly one PATH", () => {
     wait: false,
     verbose: false,
     hold: true,
+    seccompKill: false,
   });
   assert.equal(usageError([]), "Missing PATH");
   assert.equal(usageError(["a", "b"]), "Exactly one PATH expected, got 2");
@@ -44,7 +45,11 @@ unit("parseCommandLine() recognises --help, --version and --check", () => {
   assert.deepEqual(parseCommandLine(["-h"]), { action: "help" });
   assert.deepEqual(parseCommandLine(["--help", "x", "y"]), { action: "help" });
   assert.deepEqual(parseCommandLine(["--version"]), { action: "version" });
-  assert.deepEqual(parseCommandLine(["--check"]), { action: "check", verbose: false });
+  assert.deepEqual(parseCommandLine(["--check"]), {
+    action: "check",
+    verbose: false,
+    seccompKill: false,
+  });
   assert.equal(usageError(["--check", "x"]), "--check takes no PATH");
 });
 
@@ -56,6 +61,7 @@ unit("parseCommandLine() reads --timeout, --wait and --verbose", () => {
     wait: true,
     verbose: true,
     hold: true,
+    seccompKill: false,
   });
   assert.deepEqual(parseCommandLine(["--timeout=.5", "p"]), {
     action: "run",
@@ -64,6 +70,7 @@ unit("parseCommandLine() reads --timeout, --wait and --verbose", () => {
     wait: false,
     verbose: false,
     hold: true,
+    seccompKill: false,
   });
 });
 
@@ -71,6 +78,14 @@ unit("parseCommandLine() turns the input hold off with --no-hold", () => {
   const r = parseCommandLine(["--no-hold", "p"]);
   assert.equal(r.action === "run" && r.hold, false);
   assert.equal(usageError(["--no-hold=1", "p"]), "Option --no-hold takes no value");
+});
+
+unit("parseCommandLine() reads --seccomp-kill, which only strengthens the filters", () => {
+  const run = parseCommandLine(["--seccomp-kill", "p"]);
+  assert.equal(run.action === "run" && run.seccompKill, true);
+  const check = parseCommandLine(["--check", "--seccomp-kill"]);
+  assert.equal(check.action === "check" && check.seccompKill, true);
+  assert.equal(usageError(["--seccomp-kill=1", "p"]), "Option --seccomp-kill takes no value");
 });
 
 unit("parseSeconds() accepts positive decimals only", () => {
@@ -90,6 +105,7 @@ unit("HELP starts with the usage and documents every option", () => {
       "--wait",
       "--verbose",
       "--no-hold",
+      "--seccomp-kill",
       "--check",
       "--",
     ]

@@ -12,9 +12,12 @@ import {
   CLONE,
   CLONE3,
   IOCTL,
+  NEWEST_CALL,
+  PRCTL,
   REFUSED_CALLS,
   SECCOMP_RET_ALLOW,
   SECCOMP_RET_ERRNO,
+  SECCOMP_RET_KILL_PROCESS,
   SOCKET,
   SYS_SECCOMP,
   X32_SYSCALL_BIT,
@@ -25,6 +28,7 @@ import { unit } from "./_unit.ts";
 const EPERM = SECCOMP_RET_ERRNO | 1;
 const ENOSYS = SECCOMP_RET_ERRNO | 38;
 const ALLOW = SECCOMP_RET_ALLOW;
+const KILL = SECCOMP_RET_KILL_PROCESS;
 const AUDIT: Record<Arch, number> = { x86_64: AUDIT_ARCH_X86_64, aarch64: AUDIT_ARCH_AARCH64 };
 const AUDIT_ARCH_I386 = 0x40000003;
 const AUDIT_ARCH_ARM = 0x40000028;
@@ -152,6 +156,14 @@ const SOCK = {
   CLOEXEC: 0x80000n,
 };
 
+function killVerdict(arch: Arch, nr: number, args: readonly bigint[] = []): number {
+  return runFilter(buildSeccompFilter(arch, { kill: true }).program, {
+    nr,
+    arch: AUDIT[arch],
+    args,
+  });
+}
+
 function verdict(
   arch: Arch,
   nr: number,
@@ -189,15 +201,155 @@ for (const arch of ARCHES) {
     }
   });
 
-  unit(`buildSeccompFilter() on ${arch} allows every number it does not list`, () => {
-    // Exhaustive over the whole native range: the program refuses exactly the
-    // table, answers clone3 ENOSYS, and allows the rest
-    const listed = new Set(REFUSED_CALLS.map((c) => c[arch]).filter((n) => n !== null));
-    for (let nr = 0; nr < 1024; nr++) {
-      const want = listed.has(nr) ? EPERM : nr === CLONE3[arch] ? ENOSYS : ALLOW;
-      assert.equal(verdict(arch, nr, USUAL_ARGS), want, `nr ${nr}`);
+  unit(
+    `buildSeccompFilter() on ${arch} allows every number it does not list, up to the newest it knows`,
+    () => {
+      // Exhaustive over the whole native range: the program refuses exactly the
+      // table, answers clone3 and anything newer than NEWEST_CALL ENOSYS, and
+      // allows the rest
+      const listed = new Set(REFUSED_CALLS.map((c) => c[arch]).filter((n) => n !== null));
+      for (let nr = 0; nr < 1024; nr++) {
+        const want = listed.has(nr)
+          ? EPERM
+          : nr === CLONE3[arch] || nr > NEWEST_CALL[arch]
+          ? ENOSYS
+          : ALLOW;
+        assert.equal(verdict(arch, nr, USUAL_ARGS), want, `nr ${nr}`);
+      }
+    },
+  );
+
+  unit(`buildSeccompFilter() on ${arch} answers ENOSYS to every call newer than it knows`, () => {
+    const newest = NEWEST_CALL[arch];
+    assert.equal(newest, 469, "file_setattr, Linux 6.17");
+    assert.equal(verdict(arch, newest, USUAL_ARGS), ALLOW);
+    for (const nr of [newest + 1, newest + 2, 470, 500, 548, 1000, 0xffff, 0x3fffffff]) {
+      assert.equal(verdict(arch, nr, USUAL_ARGS), ENOSYS, `nr ${nr}`);
+      // ...in kill mode too: ENOSYS is what an older kernel says, and libc
+      // falls back on it
+      assert.equal(killVerdict(arch, nr, USUAL_ARGS), ENOSYS, `nr ${nr}, kill`);
     }
   });
+
+  unit(
+    `buildSeccompFilter() on ${arch} refuses open_tree_attr like the rest of the mount API`,
+    () => {
+      assert.equal(verdict(arch, 467), EPERM);
+    },
+  );
+
+  unit(`buildSeccompFilter() on ${arch} refuses the TUN ioctls, keeps the terminal ones`, () => {
+    const nr = IOCTL[arch];
+    const tun = {
+      TUNSETNOCSUM: 0x400454c8,
+      TUNSETIFF: 0x400454ca,
+      TUNSETPERSIST: 0x400454cb,
+      TUNSETOWNER: 0x400454cc,
+      TUNSETLINK: 0x400454cd,
+      TUNSETGROUP: 0x400454ce,
+      TUNGETFEATURES: 0x800454cf,
+      TUNSETOFFLOAD: 0x400454d0,
+      TUNGETIFF: 0x800454d2,
+      TUNATTACHFILTER: 0x401054d5,
+      TUNSETQUEUE: 0x400454d9,
+      TUNSETSTEERINGEBPF: 0x800454e0,
+      TUNSETCARRIER: 0x400454e2,
+      TUNGETDEVNETNS: 0x54e3,
+      "'T' 0xff": 0xc0ff54ff,
+      "'T' 0xc0, no direction": 0x54c0,
+    };
+    for (const [name, request] of Object.entries(tun)) {
+      assert.equal(verdict(arch, nr, [3n, BigInt(request)]), EPERM, name);
+      // The kernel takes the request as an unsigned int: high bits change nothing
+      assert.equal(verdict(arch, nr, [3n, BigInt(request) | (1n << 40n)]), EPERM, `${name} high`);
+    }
+    const terminal = {
+      TCGETS: 0x5401,
+      TCSETS: 0x5402,
+      TIOCGWINSZ: 0x5413,
+      FIONREAD: 0x541b,
+      FIONBIO: 0x5421,
+      TCGETS2: 0x802c542a,
+      TIOCGPTN: 0x80045430,
+      TIOCGPTPEER: 0x5441,
+      FIONCLEX: 0x5450,
+      FIOCLEX: 0x5451,
+      FIOASYNC: 0x5452,
+      FIOQSIZE: 0x5460,
+      "'T' 0xbf": 0x54bf,
+      "'U' 0xca": 0x400455ca,
+      "'S' 0xca": 0x400453ca,
+    };
+    for (const [name, request] of Object.entries(terminal)) {
+      assert.equal(verdict(arch, nr, [1n, BigInt(request)]), ALLOW, name);
+    }
+  });
+
+  unit(
+    `buildSeccompFilter() on ${arch} lets prctl() make the process non-dumpable, never dumpable`,
+    () => {
+      const nr = PRCTL[arch];
+      const PR_SET_DUMPABLE = 4n;
+      assert.equal(verdict(arch, nr, [PR_SET_DUMPABLE, 0n]), ALLOW, "0: not dumpable");
+      assert.equal(verdict(arch, nr, [PR_SET_DUMPABLE, 1n]), EPERM, "1: dumpable");
+      assert.equal(verdict(arch, nr, [PR_SET_DUMPABLE, 2n]), EPERM, "2: root-only dumps");
+      assert.equal(verdict(arch, nr, [PR_SET_DUMPABLE, 1n << 32n]), EPERM, "high half");
+      assert.equal(verdict(arch, nr, [PR_SET_DUMPABLE, -1n]), EPERM);
+      // The option is an int: PR_SET_DUMPABLE with high bits is still it
+      assert.equal(verdict(arch, nr, [PR_SET_DUMPABLE | (1n << 32n), 1n]), EPERM);
+      // Everything else prctl() does stays as it was
+      for (const option of [3n, /* GET_DUMPABLE */ 15n, /* SET_NAME */ 21n, 38n, 39n]) {
+        assert.equal(verdict(arch, nr, [option, 1n]), ALLOW, `option ${option}`);
+      }
+    },
+  );
+
+  unit(`buildSeccompFilter() on ${arch} refuses MPTCP and SCTP stream sockets`, () => {
+    const nr = SOCKET[arch];
+    for (const domain of [AF.UNIX, AF.INET, AF.INET6]) {
+      for (const protocol of [0n, 6n]) {
+        assert.equal(verdict(arch, nr, [domain, SOCK.STREAM | SOCK.CLOEXEC, protocol]), ALLOW);
+      }
+      for (const protocol of [262n, /* MPTCP */ 132n, /* SCTP */ 17n, 1n, 255n, 6n << 32n | 1n]) {
+        assert.equal(
+          verdict(arch, nr, [domain, SOCK.STREAM, protocol]),
+          EPERM,
+          `domain ${domain} protocol ${protocol}`,
+        );
+      }
+      // The protocol is an int: high bits change nothing
+      assert.equal(verdict(arch, nr, [domain, SOCK.STREAM, 6n | (1n << 32n)]), ALLOW);
+    }
+  });
+
+  unit(
+    `buildSeccompFilter() on ${arch} with kill refuses by killing, and only that changes`,
+    () => {
+      const normal = buildSeccompFilter(arch);
+      const kill = buildSeccompFilter(arch, { kill: true });
+      assert.equal(normal.kill, false);
+      assert.equal(kill.kill, true);
+      assert.deepEqual(kill.refused, normal.refused);
+      assert.equal(kill.length, normal.length);
+      const cases: [number, bigint[], number][] = [
+        [0, [], AUDIT[arch]],
+        [CLONE3[arch], [], AUDIT[arch]],
+        [SOCKET[arch], [AF.NETLINK, 3n, 0n], AUDIT[arch]],
+        [IOCTL[arch], [3n, 0x400454can], AUDIT[arch]],
+        [PRCTL[arch], [4n, 1n], AUDIT[arch]],
+        [CLONE[arch], [NAMESPACE_FLAGS.CLONE_NEWNET!], AUDIT[arch]],
+        [1, [], AUDIT_ARCH_I386],
+        ...REFUSED_CALLS.filter((c) => c[arch] !== null).map((c) =>
+          [c[arch]!, [] as bigint[], AUDIT[arch]] as [number, bigint[], number]
+        ),
+      ];
+      for (const [nr, args, audit] of cases) {
+        const v = verdict(arch, nr, args, audit);
+        const k = runFilter(kill.program, { nr, arch: audit, args });
+        assert.equal(k, v === EPERM ? KILL : v, `nr ${nr}`);
+      }
+    },
+  );
 
   unit(`buildSeccompFilter() on ${arch} lets clone() make threads but no namespace`, () => {
     const nr = CLONE[arch];
@@ -319,7 +471,7 @@ for (const arch of ARCHES) {
   unit(`REFUSED_CALLS has distinct ${arch} numbers`, () => {
     const numbers = REFUSED_CALLS.map((c) => c[arch]).filter((n) => n !== null);
     assert.equal(new Set(numbers).size, numbers.length);
-    for (const special of [CLONE, CLONE3, SOCKET, IOCTL]) {
+    for (const special of [CLONE, CLONE3, SOCKET, IOCTL, PRCTL]) {
       assert.ok(!numbers.includes(special[arch]));
     }
     assert.ok(!numbers.includes(SYS_SECCOMP[arch]));
@@ -338,9 +490,13 @@ unit("buildSeccompFilter() on x86_64 refuses x32 numbers, so they cannot bypass 
   assert.equal(verdict("x86_64", -1), EPERM, "nr -1 is above the x32 bit as unsigned");
 });
 
-unit("buildSeccompFilter() on aarch64 has no x32 rule (bit 30 is just a large number)", () => {
-  assert.equal(verdict("aarch64", X32_SYSCALL_BIT), ALLOW);
-});
+unit(
+  "buildSeccompFilter() on aarch64 has no x32 rule (bit 30 is just a number it does not know)",
+  () => {
+    assert.equal(verdict("aarch64", X32_SYSCALL_BIT), ENOSYS);
+    assert.equal(verdict("aarch64", -1), ENOSYS);
+  },
+);
 
 for (const arch of ["riscv64", "x86", "arm", "", "X86_64"]) {
   unit(`buildSeccompFilter() fails closed on unknown architecture "${arch}"`, () => {
