@@ -140,6 +140,7 @@ unit(
       wait: false,
       verbose: true,
       hold: true,
+      seccompKill: false,
     });
     const dash = parseCommandLine(["-"]);
     assert.equal(dash.action === "run" && dash.path, "-");
