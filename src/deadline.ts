@@ -1,5 +1,5 @@
 // The one limit --timeout puts on every wait: for the socket to appear, and
-// for it to accept (SPEC section 2). Without --timeout there is none, as
+// for it to accept (passt-repair(1), --timeout). Without --timeout there is none, as
 // upstream. Pure: unit-tested without permissions.
 
 import { TimeoutError } from "./errors.ts";

@@ -1,4 +1,4 @@
-// Hardening the process before it reads any input (SPEC section 6).
+// Hardening the process before it reads any input (docs/security.md).
 //
 // The helper holds CAP_NET_ADMIN and accepts descriptors from another
 // process, so it confines itself first:
