@@ -4,6 +4,7 @@
 // permission a user passes. PASST_REPAIR_BIN runs the same tests against a
 // built artefact instead (the compiled binary or the bundle's launcher).
 
+import assert from "node:assert/strict";
 import {
   acceptWithin,
   closeFd,
@@ -385,4 +386,57 @@ export async function cpuShare(pid: number, ms: number): Promise<number> {
   const cpu1 = cpuPrecise(pid);
   const wall = (performance.now() - t0) / 1000;
   return (cpu1 - cpu0) / wall;
+}
+
+// ---- what most system tests do with a helper that finds a socket ----
+
+/** How long a test waits for the helper to connect */
+export const ACCEPT_MS = 20000;
+
+/** Accepts the helper's connection on `listener`, or kills it and says what it printed */
+export async function accepted(helper: Helper, listener: number): Promise<number> {
+  try {
+    return acceptWithin(listener, ACCEPT_MS);
+  } catch (e) {
+    helper.kill();
+    const out = await helper.exit();
+    throw new Error(`${(e as Error).message}; helper said: ${out.stderr}`);
+  }
+}
+
+/** Closes passt's end: the helper must exit 0 with nothing on stdout */
+export async function finish(helper: Helper, conn: number): Promise<Outcome> {
+  closeFd(conn);
+  const out = await helper.exit();
+  assert.deepEqual([out.code, out.signal, out.stdout], [0, null, ""], `stderr: ${out.stderr}`);
+  return out;
+}
+
+/** Expects a failure: `code`, one line on stderr matching `pattern` */
+export function assertFailure(out: Outcome, code: number, pattern: RegExp): void {
+  assert.equal(out.code, code, `exit status; stderr: ${out.stderr}`);
+  assert.equal(out.stdout, "");
+  assert.match(out.stderr.trimEnd(), pattern);
+  assert.equal(out.stderr.trimEnd().split("\n").length, 1, `one line: ${out.stderr}`);
+}
+
+/** The non-empty lines of `text` */
+export function lines(text: string): string[] {
+  return text.trimEnd().split("\n").filter((l) => l !== "");
+}
+
+/** A helper started on `args`, once it watches its directory */
+export async function watchingHelper(
+  args: readonly string[],
+  options: SpawnOptions = {},
+): Promise<Helper> {
+  const helper = new Helper(args, options);
+  try {
+    await watching(helper.pid);
+  } catch (e) {
+    helper.kill();
+    const out = await helper.exit();
+    throw new Error(`${(e as Error).message}; helper said: ${out.stderr}`);
+  }
+  return helper;
 }

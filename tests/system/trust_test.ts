@@ -4,12 +4,16 @@
 
 import assert from "node:assert/strict";
 import {
+  ACCEPT_MS,
+  accepted,
+  finish,
   Helper,
-  type Outcome,
+  lines,
   retryingRefused,
   runHelper,
   Scratch,
   watching,
+  watchingHelper,
 } from "../support/helper.ts";
 import {
   acceptWithin,
@@ -20,41 +24,6 @@ import {
   pendingConnection,
   unixListener,
 } from "../support/peer_native.ts";
-
-const ACCEPT_MS = 20000;
-
-async function accepted(helper: Helper, listener: number): Promise<number> {
-  try {
-    return acceptWithin(listener, ACCEPT_MS);
-  } catch (e) {
-    helper.kill();
-    const out = await helper.exit();
-    throw new Error(`${(e as Error).message}; helper said: ${out.stderr}`);
-  }
-}
-
-async function finish(helper: Helper, conn: number): Promise<Outcome> {
-  closeFd(conn);
-  const out = await helper.exit();
-  assert.deepEqual([out.code, out.signal, out.stdout], [0, null, ""], `stderr: ${out.stderr}`);
-  return out;
-}
-
-async function watchingHelper(args: readonly string[], stderrUnread = false): Promise<Helper> {
-  const helper = new Helper(args, { stderrUnread });
-  try {
-    await watching(helper.pid);
-  } catch (e) {
-    helper.kill();
-    const out = await helper.exit();
-    throw new Error(`${(e as Error).message}; helper said: ${out.stderr}`);
-  }
-  return helper;
-}
-
-function lines(text: string): string[] {
-  return text.trimEnd().split("\n").filter((l) => l !== "");
-}
 
 Deno.test("a name that forges log lines and moves the cursor is printed escaped, in one line", async () => {
   const scratch = new Scratch();
@@ -132,7 +101,7 @@ Deno.test("1,500 junk entries and a stderr pipe nobody reads do not keep the hel
   let listener = -1;
   try {
     // Entries made while it runs, too: they come as events
-    const helper = await watchingHelper([scratch.dir], true);
+    const helper = await watchingHelper([scratch.dir], { stderrUnread: true });
     for (let i = 0; i < 500; i++) Deno.mkdirSync(scratch.path(`dir-${i}.repair`));
     listener = unixListener(scratch.path("vm.repair"));
     const out = await finish(helper, await accepted(helper, listener));

@@ -4,14 +4,17 @@
 
 import assert from "node:assert/strict";
 import {
+  accepted,
+  assertFailure,
   blockedInPoll,
   cpuSettled,
   cpuShare,
+  finish,
   Helper,
   holdsInotify,
   idle,
+  lines,
   openDescriptors,
-  type Outcome,
   processState,
   retryingRefused,
   runHelper,
@@ -19,9 +22,9 @@ import {
   startSession,
   waitUntil,
   watching,
+  watchingHelper,
 } from "../support/helper.ts";
 import {
-  acceptWithin,
   closeAll,
   closeFd,
   listenNow,
@@ -38,53 +41,8 @@ import {
   writeSmallFile,
 } from "../support/peer_native.ts";
 
-const ACCEPT_MS = 20000;
 const SOCK_SEQPACKET = 5;
 const ON = 1;
-
-/** Accepts the helper's connection on `listener`, or kills it and says what it printed */
-async function accepted(helper: Helper, listener: number): Promise<number> {
-  try {
-    return acceptWithin(listener, ACCEPT_MS);
-  } catch (e) {
-    helper.kill();
-    const out = await helper.exit();
-    throw new Error(`${(e as Error).message}; helper said: ${out.stderr}`);
-  }
-}
-
-/** Closes passt's end: the helper must exit 0 with nothing on stdout */
-async function finish(helper: Helper, conn: number): Promise<Outcome> {
-  closeFd(conn);
-  const out = await helper.exit();
-  assert.deepEqual([out.code, out.signal, out.stdout], [0, null, ""], `stderr: ${out.stderr}`);
-  return out;
-}
-
-/** Expects a failure: `code`, one line on stderr matching `pattern` */
-function assertFailure(out: Outcome, code: number, pattern: RegExp): void {
-  assert.equal(out.code, code, `exit status; stderr: ${out.stderr}`);
-  assert.equal(out.stdout, "");
-  assert.match(out.stderr.trimEnd(), pattern);
-  assert.equal(out.stderr.trimEnd().split("\n").length, 1, `one line: ${out.stderr}`);
-}
-
-function lines(text: string): string[] {
-  return text.trimEnd().split("\n").filter((l) => l !== "");
-}
-
-/** A helper started on `args`, once it watches its directory */
-async function watchingHelper(args: readonly string[]): Promise<Helper> {
-  const helper = new Helper(args);
-  try {
-    await watching(helper.pid);
-  } catch (e) {
-    helper.kill();
-    const out = await helper.exit();
-    throw new Error(`${(e as Error).message}; helper said: ${out.stderr}`);
-  }
-  return helper;
-}
 
 /** A directory whose path is longer than sun_path holds, and that path */
 function longDirectory(scratch: Scratch): string {
