@@ -30,7 +30,7 @@ tmp=${TMPDIR:-/tmp}
 # Root, yet narrow permissions: it runs ip, unshare, setpriv, the helpers and
 # bash; reads and writes the cache, the run folder and the checkout's dist/
 exec "$deno" run --no-prompt \
-  --allow-run=bash,ip,unshare,setpriv,id,cp,chmod,"$deno","$PWD/dist/passt-repair.sh" \
+  --allow-run=bash,ip,unshare,setpriv,id,cp,chmod,gcc,"$deno","$PWD/dist/passt-repair.sh" \
   --allow-read="$cache,$tmp,$PWD,/etc/passwd,/etc/group,$deno" \
   --allow-write="$tmp" \
   --allow-env=PASST_REPAIR_E2E_CACHE,PASST_REPAIR_E2E_VARIANTS,PASST_REPAIR_E2E_CONNS,PASST_REPAIR_E2E_MIGRATIONS,PASST_REPAIR_E2E_USER,PASST_REPAIR_E2E_KEEP,PASST_REPAIR_E2E_SOURCE_STRACE \

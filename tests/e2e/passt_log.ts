@@ -46,6 +46,10 @@ export interface PasstMigrationLog {
   restoreMs: number | null;
   /** Source: each flow's dumped sequence state */
   dumped: DumpedFlow[];
+  /** "...roll back migration": the source gave up migrating and turned repair mode off */
+  rollbacks: number;
+  /** Why a migration stopped: "Can't send ...", "... abort" */
+  migrationErrors: string[];
 }
 
 const TIME = /^(\d+\.\d+): (.*)$/;
@@ -61,6 +65,8 @@ export function parsePasstLog(text: string): PasstMigrationLog {
     onMs: null,
     restoreMs: null,
     dumped: [],
+    rollbacks: 0,
+    migrationErrors: [],
   };
   const ports = new Map<number, number>();
   const open = new Map<number, Partial<DumpedFlow>>();
@@ -94,6 +100,8 @@ export function parsePasstLog(text: string): PasstMigrationLog {
       }
     } else if (msg.includes("TCP reset")) result.resets.push(line);
     else if (/accept4\(\) on TCP_REPAIR helper/.test(msg)) result.noHelper.push(line);
+    else if (msg.includes("roll back migration")) result.rollbacks++;
+    else if (/Can't send|, abort/.test(msg)) result.migrationErrors.push(line);
 
     // The TAP line comes in the flow's early states too: "(INI)", "(TGT)"
     const f = /^Flow (\d+) \([A-Za-z ]+\): (.*)$/.exec(msg);

@@ -4,7 +4,12 @@
 export interface MigrationRecord {
   /** 0 -> 1 is hop 1 */
   hop: number;
-  outcome: "kept" | "race" | "failed" | "expected-failure";
+  /**
+   * kept: every byte both ways; rolled-back: a migration made to fail after
+   * ON, and the source kept every byte; race: passt's race (repeated);
+   * expected-failure: a negative control failed as it must
+   */
+  outcome: "kept" | "rolled-back" | "race" | "failed" | "expected-failure";
   detail: string;
   /** passt's source ON stage and target restore, from its log (ms) */
   onMs: number | null;
@@ -33,11 +38,15 @@ export function median(values: readonly number[]): number | null {
 
 export function variantLine(r: VariantResult): string {
   const kept = r.migrations.filter((m) => m.outcome === "kept").length;
+  const rolledBack = r.migrations.filter((m) => m.outcome === "rolled-back").length;
   const races = r.migrations.filter((m) => m.outcome === "race").length;
   const expected = r.migrations.filter((m) => m.outcome === "expected-failure").length;
+  const attempted = r.migrations.length;
   const counts = expected
-    ? `failed as it must (${expected} migration)`
-    : `${kept}/${r.wanted} migrations kept every byte, ${r.migrations.length} attempted, ` +
+    ? `failed as it must (${expected} migration` +
+      (attempted > expected ? `, ${attempted} attempted` : "") + ")"
+    : `${kept + rolledBack}/${r.wanted} migrations kept every byte` +
+      (rolledBack ? ` (${rolledBack} rolled back)` : "") + `, ${attempted} attempted, ` +
       `${races} passt race${races === 1 ? "" : "s"}`;
   return `${r.passed ? "PASS" : "FAIL"} ${r.name} (${r.conns} conn${r.conns === 1 ? "" : "s"}): ` +
     counts + (r.reason ? ` — ${r.reason}` : "");
