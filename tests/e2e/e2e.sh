@@ -10,7 +10,22 @@
 #   PASST_REPAIR_E2E_USER        the unprivileged user (default nobody)
 #   PASST_REPAIR_E2E_KEEP        keep the run folder even on success
 #   PASST_REPAIR_E2E_SOURCE_STRACE  strace -e argument attached to the source
-#                                passt before each migration (issue 14's forced race)
+#                                passt before each migration (variants that
+#                                force nothing themselves)
+#
+# Issue 14's variants (the input hold, on the real client):
+#   race-hold-2025, race-hold-user-2025  passt's race forced (strace delays
+#                                the source passt's receive-queue reads, dense
+#                                traffic): every byte must be kept, as root
+#                                (eBPF hold) and with only CAP_NET_ADMIN
+#                                (classic hold); a recognised race fails
+#   race-nohold-2025             the same with --no-hold: the negative
+#                                control, passes only if bytes are lost
+#   rollback-2025                the source passt's first flow write fails
+#                                (host/fail_write.c): passt turns repair mode
+#                                off again, the VM stays and streams, then
+#                                migrates normally
+# The control and the rollback run at the first connection count only.
 #   DENO                         the deno binary to use (default: deno on PATH)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

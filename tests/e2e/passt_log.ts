@@ -101,7 +101,7 @@ export function parsePasstLog(text: string): PasstMigrationLog {
     } else if (msg.includes("TCP reset")) result.resets.push(line);
     else if (/accept4\(\) on TCP_REPAIR helper/.test(msg)) result.noHelper.push(line);
     else if (msg.includes("roll back migration")) result.rollbacks++;
-    else if (/Can't send|, abort/.test(msg)) result.migrationErrors.push(line);
+    else if (/Can't (?:send|write)|, abort$/.test(msg)) result.migrationErrors.push(line);
 
     // The TAP line comes in the flow's early states too: "(INI)", "(TGT)"
     const f = /^Flow (\d+) \([A-Za-z ]+\): (.*)$/.exec(msg);

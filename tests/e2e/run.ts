@@ -976,6 +976,7 @@ class Chain {
       migrations: this.records,
       passed: false,
       reason: "",
+      forced: this.v.forced !== undefined,
     };
     try {
       await this.setUp();

@@ -63,6 +63,25 @@ unit("parsePasstLog() names the missing helper when passt found none", () => {
   assert.equal(log.sent, 0);
 });
 
+unit(
+  "parsePasstLog() reads a source's rollback: why it stopped, and that it turned repair off",
+  () => {
+    const log = parsePasstLog(
+      "7.6233: Source side migration stage: transfer flows\n" +
+        "7.6234: Sending 1 flows\n" +
+        "7.6245: Can't write migration data, socket 8: Broken pipe\n" +
+        "7.6246: Flow 0 (TCP connection): Can't send data: Broken pipe\n" +
+        "7.6246: ...roll back migration\n" +
+        "7.6249: Source migration stage: transfer flows: Broken pipe, abort\n",
+    );
+    assert.equal(log.rollbacks, 1);
+    assert.equal(log.migrationErrors.length, 3);
+    assert.deepEqual(log.resets, []);
+    assert.equal(parsePasstLog(SOURCE).rollbacks, 0);
+    assert.deepEqual(parsePasstLog(SOURCE).migrationErrors, []);
+  },
+);
+
 unit("queueOvershoot() is one segment when all is well, and wraps at 2^32", () => {
   const [a, b] = parsePasstLog(SOURCE).dumped;
   assert.equal(queueOvershoot(a!), 200);
@@ -117,6 +136,41 @@ unit("variantLine() counts kept, attempted and raced migrations", () => {
   );
 });
 
+unit("variantLine() tells a rolled-back migration and a control that failed after tries", () => {
+  const m = (outcome: "kept" | "rolled-back" | "expected-failure") => ({
+    hop: 1,
+    outcome,
+    detail: "",
+    onMs: 1,
+    restoreMs: null,
+  });
+  assert.equal(
+    variantLine(
+      result({
+        name: "rollback-2025",
+        conns: 1,
+        wanted: 2,
+        migrations: [m("rolled-back"), m("kept")],
+      }),
+    ),
+    "PASS rollback-2025 (1 conn): 2/2 migrations kept every byte (1 rolled back), 2 attempted, 0 passt races",
+  );
+  assert.equal(
+    variantLine(
+      result({
+        name: "race-nohold-2025",
+        conns: 1,
+        migrations: [m("kept"), m("expected-failure")],
+      }),
+    ),
+    "PASS race-nohold-2025 (1 conn): failed as it must (1 migration, 2 attempted)",
+  );
+  assert.equal(
+    variantLine(result({ name: "none-2025", conns: 1, migrations: [m("expected-failure")] })),
+    "PASS none-2025 (1 conn): failed as it must (1 migration)",
+  );
+});
+
 unit("timingTable() puts each helper's medians side by side, from kept migrations only", () => {
   const m = (outcome: "kept" | "race", onMs: number) => ({
     hop: 1,
@@ -129,6 +183,8 @@ unit("timingTable() puts each helper's medians side by side, from kept migration
     result({ migrations: [m("kept", 1), m("kept", 3), m("race", 100)] }),
     result({ name: "c-2025", helper: "c", migrations: [m("kept", 0.5)] }),
     result({ name: "none-2025", helper: "none" }),
+    // strace on the source passt slows it: not passt's own timing
+    result({ name: "race-hold-2025", forced: true, migrations: [m("kept", 50)] }),
   ]);
   assert.equal(lines.length, 3);
   assert.match(lines[1]!, /^c +2025 +300 +1 +0\.5 +10\.0$/);
