@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parsePasstLog, queueOvershoot, raceFlows } from "../e2e/passt_log.ts";
-import { parseStream } from "../e2e/stream_status.ts";
+import { lostHostToGuest, parseStream } from "../e2e/stream_status.ts";
 import { countLine, median, timingTable, variantLine, type VariantResult } from "../e2e/summary.ts";
 import { unit } from "./_unit.ts";
 
@@ -110,6 +110,33 @@ unit("parseStream() keeps the last STAT line and every ERR line with its port", 
   );
   assert.deepEqual(r.last, { conns: 2, rxMin: 40, rxMax: 50, txMin: 60, errs: 2 });
   assert.deepEqual(r.errors.map((e) => [e.port, e.mismatch]), [[43032, true], [10001, false]]);
+});
+
+unit("lostHostToGuest(): wrong bytes in the guest, and the server seeing it close, only", () => {
+  const guest = parseStream(
+    "ERR conn=5 port=52076 gen=0 rx=600 tx=600 mismatch at 600: want 98 got 47\n" +
+      "ERR conn=52 port=52512 gen=0 rx=600 tx=600 mismatch at 800: want 47 got 247\n",
+  ).errors;
+  const closed = parseStream(
+    "ERR conn=5 port=10001 gen=0 rx=600 tx=1800 end of stream\n" +
+      "ERR conn=52 port=10001 gen=0 rx=600 tx=1800 recv: Connection reset by peer\n",
+  ).errors;
+  assert.equal(lostHostToGuest(guest, closed), true);
+  assert.equal(lostHostToGuest(guest, []), true, "the server may not have read the close yet");
+  assert.equal(lostHostToGuest([], []), false, "nothing lost");
+  const reset =
+    parseStream("ERR conn=5 port=52076 gen=0 rx=600 tx=600 recv: Connection reset by peer\n")
+      .errors;
+  assert.equal(lostHostToGuest(reset, []), false, "a reset is not a loss");
+  const serverMismatch = parseStream(
+    "ERR conn=1 port=10001 gen=0 rx=600 tx=600 mismatch at 400: want 149 got 100\n",
+  ).errors;
+  assert.equal(
+    lostHostToGuest(guest, serverMismatch),
+    false,
+    "guest-to-host loss is not passt's race",
+  );
+  assert.equal(lostHostToGuest(guest.slice(0, 1), closed), false, "more closes than losses");
 });
 
 const result = (over: Partial<VariantResult>): VariantResult => ({
