@@ -113,6 +113,11 @@ const ALL_VARIANTS: Variant[] = [
   },
 ];
 
+/** A variant that stopped because passt died after a correct rollback */
+function isPasstDeath(r: VariantResult): boolean {
+  return r.migrations.at(-1)?.outcome === "passt-died";
+}
+
 /** A variant that passes only if its migration fails (no helper, or the hold off) */
 function isControl(v: Variant): boolean {
   return v.helper === "none" || v.noHold === true;
@@ -846,6 +851,8 @@ class Chain {
     dst.qmp = null;
     await stop(dst.passt);
 
+    // What the helpers and passt did (the rollback itself), then what the
+    // connections did after it
     const problems: string[] = [];
     if (status !== "failed") problems.push(`QEMU migration ${status}, not failed`);
     const codes = await this.helperExits(helpers, problems);
@@ -868,6 +875,8 @@ class Chain {
     ) {
       problems.push(`source helper saw ${seen || "no command"}, not ON then OFF for ${flows}`);
     }
+
+    const rollbackProblems = problems.length;
 
     // The VM stayed: every connection carries data both ways past the rollback
     let after: { guest: StreamReport; server: StreamReport } | null = null;
@@ -897,10 +906,22 @@ class Chain {
     const detail = `QEMU migration ${status}, ${failed ? failed[0] : "no write failed"}, ` +
       `passt rolled back ${srcLog.rollbacks} time${srcLog.rollbacks === 1 ? "" : "s"}, ` +
       `source helper: ${seen || "no command"}, helpers exit ${codes.join("/")}`;
+    // passt 0.0~git20250503 can die after a correct rollback: when QEMU
+    // restarts the device it sends a ring's kick before its call eventfd,
+    // and a host segment that came while the VM was stopped (before ON, so
+    // not held) makes passt notify the guest through the closed one. Its
+    // own bug, not the helper's: the variant is repeated on a fresh VM.
+    const died = parsePasstLog(await src.passtLog.read()).fatal;
+    const passtDied = problems.length > rollbackProblems && rollbackProblems === 0 &&
+      died.length > 0;
     const record: MigrationRecord = {
       hop,
-      outcome: problems.length ? "failed" : "rolled-back",
-      detail: problems.length ? `${problems.join("; ")} (${detail})` : detail,
+      outcome: passtDied ? "passt-died" : problems.length ? "failed" : "rolled-back",
+      detail: passtDied
+        ? `passt died after the rollback (${died.join("; ")}); ${problems.join("; ")} (${detail})`
+        : problems.length
+        ? `${problems.join("; ")} (${detail})`
+        : detail,
       onMs: srcLog.onMs,
       restoreMs: null,
     };
@@ -1025,6 +1046,10 @@ class Chain {
           result.reason = `migration ${from} -> ${to} failed`;
           return result;
         }
+        if (record.outcome === "passt-died") {
+          result.reason = `passt died after the rollback ${from} -> ${to}`;
+          return result;
+        }
         if (record.outcome === "race") {
           if (++retries > RETRIES) {
             result.reason = `passt's race more than ${RETRIES} times for one migration`;
@@ -1092,8 +1117,13 @@ async function main(): Promise<number> {
     for (const v of variants) {
       // The negative controls and the rollback need one connection count
       if ((isControl(v) || v.forced === "rollback") && conns !== CONNS[0]) continue;
-      const chain = new Chain(e, v, conns, runDir, seq++);
-      const r = await chain.runChain(migrationsFor(v), say);
+      let r = await new Chain(e, v, conns, runDir, seq++).runChain(migrationsFor(v), say);
+      // passt's own death after a rollback (see Chain.rollback): a fresh VM, at most twice
+      for (let again = 0; again < RETRIES && !r.passed && isPasstDeath(r); again++) {
+        say(`  ${v.name} (${conns}): passt died after its rollback; again on a fresh VM`);
+        const next = await new Chain(e, v, conns, runDir, seq++).runChain(migrationsFor(v), say);
+        r = { ...next, migrations: [...r.migrations, ...next.migrations] };
+      }
       results.push(r);
       say(variantLine(r));
     }

@@ -7,9 +7,11 @@ export interface MigrationRecord {
   /**
    * kept: every byte both ways; rolled-back: a migration made to fail after
    * ON, and the source kept every byte; race: passt's race (repeated);
-   * expected-failure: a negative control failed as it must
+   * expected-failure: a negative control failed as it must; passt-died:
+   * passt died after a correct rollback (its own bug; the variant is
+   * repeated on a fresh VM)
    */
-  outcome: "kept" | "rolled-back" | "race" | "failed" | "expected-failure";
+  outcome: "kept" | "rolled-back" | "race" | "failed" | "expected-failure" | "passt-died";
   detail: string;
   /** passt's source ON stage and target restore, from its log (ms) */
   onMs: number | null;
@@ -44,12 +46,14 @@ export function variantLine(r: VariantResult): string {
   const races = r.migrations.filter((m) => m.outcome === "race").length;
   const expected = r.migrations.filter((m) => m.outcome === "expected-failure").length;
   const attempted = r.migrations.length;
+  const died = r.migrations.filter((m) => m.outcome === "passt-died").length;
   const counts = expected
     ? `failed as it must (${expected} migration` +
       (attempted > expected ? `, ${attempted} attempted` : "") + ")"
     : `${kept + rolledBack}/${r.wanted} migrations kept every byte` +
       (rolledBack ? ` (${rolledBack} rolled back)` : "") + `, ${attempted} attempted, ` +
-      `${races} passt race${races === 1 ? "" : "s"}`;
+      `${races} passt race${races === 1 ? "" : "s"}` +
+      (died ? `, passt died after ${died} rollback${died === 1 ? "" : "s"} (repeated)` : "");
   return `${r.passed ? "PASS" : "FAIL"} ${r.name} (${r.conns} conn${r.conns === 1 ? "" : "s"}): ` +
     counts + (r.reason ? ` — ${r.reason}` : "");
 }
