@@ -76,6 +76,14 @@ unit(
     );
     assert.equal(log.rollbacks, 1);
     assert.equal(log.migrationErrors.length, 3);
+    assert.deepEqual(log.fatal, []);
+    assert.deepEqual(
+      parsePasstLog(
+        "7.3256: Got kick_fd: 40 for vq: 0\n" +
+          "7.3256: Error writing vhost-user queue eventfd: Bad file descriptor\n",
+      ).fatal,
+      ["7.3256: Error writing vhost-user queue eventfd: Bad file descriptor"],
+    );
     assert.deepEqual(log.resets, []);
     assert.equal(parsePasstLog(SOURCE).rollbacks, 0);
     assert.deepEqual(parsePasstLog(SOURCE).migrationErrors, []);
@@ -191,6 +199,19 @@ unit("variantLine() tells a rolled-back migration and a control that failed afte
       }),
     ),
     "PASS race-nohold-2025 (1 conn): failed as it must (1 migration, 2 attempted)",
+  );
+  const died = { ...m("rolled-back"), outcome: "passt-died" as const };
+  assert.equal(
+    variantLine(
+      result({
+        name: "rollback-2025",
+        conns: 1,
+        wanted: 2,
+        migrations: [died, m("rolled-back"), m("kept")],
+      }),
+    ),
+    "PASS rollback-2025 (1 conn): 2/2 migrations kept every byte (1 rolled back), 3 attempted, " +
+      "0 passt races, passt died after 1 rollback (repeated)",
   );
   assert.equal(
     variantLine(result({ name: "none-2025", conns: 1, migrations: [m("expected-failure")] })),
