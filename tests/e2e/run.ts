@@ -350,14 +350,12 @@ class Chain {
     const passt = start("passt", this.inTree([...asUser, ...passtArgs], true), passtLog.path, {
       pidfile: `${dir}/passt.pid`,
     });
-    await until(`passt ${i}'s socket`, 10000, async () => {
+    // The socket's file appears when passt binds it, but passt listens only
+    // after printing its configuration: a QEMU that connects in between is
+    // refused. "You can start qemu with:" comes after listen().
+    await until(`passt ${i} to listen`, 10000, async () => {
       if (passt.status) throw new Failure(`passt ${i} exited: see ${passtLog.path}`);
-      try {
-        await Deno.lstat(`${dir}/passt.socket`);
-        return true;
-      } catch {
-        return false;
-      }
+      return (await passtLog.read()).includes("start qemu");
     });
     const append = [
       "console=ttyS0",
