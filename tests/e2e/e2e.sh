@@ -10,7 +10,22 @@
 #   PASST_REPAIR_E2E_USER        the unprivileged user (default nobody)
 #   PASST_REPAIR_E2E_KEEP        keep the run folder even on success
 #   PASST_REPAIR_E2E_SOURCE_STRACE  strace -e argument attached to the source
-#                                passt before each migration (issue 14's forced race)
+#                                passt before each migration (variants that
+#                                force nothing themselves)
+#
+# Issue 14's variants (the input hold, on the real client):
+#   race-hold-2025, race-hold-user-2025  passt's race forced (strace delays
+#                                the source passt's receive-queue reads, dense
+#                                traffic): every byte must be kept, as root
+#                                (eBPF hold) and with only CAP_NET_ADMIN
+#                                (classic hold); a recognised race fails
+#   race-nohold-2025             the same with --no-hold: the negative
+#                                control, passes only if bytes are lost
+#   rollback-2025                the source passt's first flow write fails
+#                                (host/fail_write.c): passt turns repair mode
+#                                off again, the VM stays and streams, then
+#                                migrates normally
+# The control and the rollback run at the first connection count only.
 #   DENO                         the deno binary to use (default: deno on PATH)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,7 +45,7 @@ tmp=${TMPDIR:-/tmp}
 # Root, yet narrow permissions: it runs ip, unshare, setpriv, the helpers and
 # bash; reads and writes the cache, the run folder and the checkout's dist/
 exec "$deno" run --no-prompt \
-  --allow-run=bash,ip,unshare,setpriv,id,cp,chmod,"$deno","$PWD/dist/passt-repair.sh" \
+  --allow-run=bash,ip,unshare,setpriv,id,cp,chmod,gcc,"$deno","$PWD/dist/passt-repair.sh" \
   --allow-read="$cache,$tmp,$PWD,/etc/passwd,/etc/group,$deno" \
   --allow-write="$tmp" \
   --allow-env=PASST_REPAIR_E2E_CACHE,PASST_REPAIR_E2E_VARIANTS,PASST_REPAIR_E2E_CONNS,PASST_REPAIR_E2E_MIGRATIONS,PASST_REPAIR_E2E_USER,PASST_REPAIR_E2E_KEEP,PASST_REPAIR_E2E_SOURCE_STRACE \

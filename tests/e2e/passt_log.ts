@@ -15,6 +15,9 @@
 //   4.6719: Closing migration channel, fd: 45
 //   1.0000: Flow 0 (INI): TAP [10.77.0.2]:43032 -> [10.77.0.1]:10001 => ?
 //   ... TCP reset at ...
+//   8.1391: Flow 0 (TCP connection): Can't send data: Broken pipe
+//   8.1391: ...roll back migration
+//   7.3256: Error writing vhost-user queue eventfd: Bad file descriptor
 
 /** One flow's dumped state, from the source's "Extended migration data" lines */
 export interface DumpedFlow {
@@ -46,6 +49,15 @@ export interface PasstMigrationLog {
   restoreMs: number | null;
   /** Source: each flow's dumped sequence state */
   dumped: DumpedFlow[];
+  /** "...roll back migration": the source gave up migrating and turned repair mode off */
+  rollbacks: number;
+  /** Why a migration stopped: "Can't send ...", "... abort" */
+  migrationErrors: string[];
+  /**
+   * Lines passt prints as it dies restarting its vhost-user rings after a
+   * failed migration (it notifies the guest through a closed eventfd)
+   */
+  fatal: string[];
 }
 
 const TIME = /^(\d+\.\d+): (.*)$/;
@@ -61,6 +73,9 @@ export function parsePasstLog(text: string): PasstMigrationLog {
     onMs: null,
     restoreMs: null,
     dumped: [],
+    rollbacks: 0,
+    migrationErrors: [],
+    fatal: [],
   };
   const ports = new Map<number, number>();
   const open = new Map<number, Partial<DumpedFlow>>();
@@ -94,6 +109,9 @@ export function parsePasstLog(text: string): PasstMigrationLog {
       }
     } else if (msg.includes("TCP reset")) result.resets.push(line);
     else if (/accept4\(\) on TCP_REPAIR helper/.test(msg)) result.noHelper.push(line);
+    else if (msg.includes("roll back migration")) result.rollbacks++;
+    else if (msg.startsWith("Error writing vhost-user queue eventfd")) result.fatal.push(line);
+    else if (/Can't (?:send|write)|, abort$/.test(msg)) result.migrationErrors.push(line);
 
     // The TAP line comes in the flow's early states too: "(INI)", "(TGT)"
     const f = /^Flow (\d+) \([A-Za-z ]+\): (.*)$/.exec(msg);

@@ -79,7 +79,7 @@ export async function waitExit(p: Started, ms: number): Promise<Deno.CommandStat
  * Sends `signal` to `pid` with the shell's kill: Deno.kill would need
  * --allow-run for every program; false if there is no such process
  */
-async function signal(pid: number, sig: "TERM" | "KILL" | "0"): Promise<boolean> {
+async function signal(pid: number, sig: "TERM" | "KILL" | "STOP" | "CONT" | "0"): Promise<boolean> {
   const { code } = await run(["bash", "-c", `kill -${sig} ${pid} 2>/dev/null`], {
     allowFailure: true,
   });
@@ -107,6 +107,11 @@ export async function stop(p: Started): Promise<void> {
   if (await waitExit(p, 3000)) return;
   for (const pid of pids) await signal(pid, "KILL");
   await waitExit(p, 3000);
+}
+
+/** Suspends one process (SIGSTOP), or lets it go on (SIGCONT) */
+export async function suspend(p: Started, on: boolean): Promise<void> {
+  if (!p.status) await signal(p.child.pid, on ? "STOP" : "CONT");
 }
 
 /** Stops everything still running, in reverse order of start */

@@ -8,10 +8,21 @@
 // streaming a checked pattern both ways; then a chain of migrations
 // 0 -> 1 -> 2 ..., each with fresh helpers on both sides.
 
+import { type HoldMechanism, parseHelperLog, parseStraceTampering } from "./helper_log.ts";
 import { parsePasstLog, type PasstMigrationLog, raceFlows } from "./passt_log.ts";
 import { Qmp } from "./qmp.ts";
-import { run, start, type Started, stop, stopAll, Tail, until, waitExit } from "./procs.ts";
-import { parseStream, type StreamError, type StreamReport } from "./stream_status.ts";
+import {
+  run,
+  start,
+  type Started,
+  stop,
+  stopAll,
+  suspend,
+  Tail,
+  until,
+  waitExit,
+} from "./procs.ts";
+import { lostHostToGuest, parseStream, type StreamReport } from "./stream_status.ts";
 import {
   countLine,
   type MigrationRecord,
@@ -37,6 +48,10 @@ const USER = env("PASST_REPAIR_E2E_USER", "nobody");
 /** Issue 14's forced race: strace's -e argument, attached to the source passt before each migration */
 const SOURCE_STRACE = env("PASST_REPAIR_E2E_SOURCE_STRACE", "");
 const RETRIES = 2; // passt's race only, per migration
+/** Migrations the forced race's negative control may take to lose bytes */
+const CONTROL_TRIES = 3;
+/** tests/e2e/host/fail_write.c, built into the run folder when a rollback variant runs */
+const FAIL_WRITE = { path: "" };
 const GUEST_ADDR = "10.77.0.2";
 const GATEWAY = "10.77.0.1";
 const CHUNK = 200;
@@ -56,6 +71,16 @@ interface Variant {
   passt: PasstVersion;
   /** How the target's helper finds passt's repair socket */
   target: "directory" | "wait" | "socket";
+  /**
+   * Issue 14, with strace on the source passt (REAL-PASST-NOTES): "race"
+   * delays its receive-queue reads under dense traffic, so that without the
+   * input hold a segment lands between the queue's dump and the sequence
+   * read; "rollback" makes its first write of flow data fail, so that it
+   * turns repair mode off again and the VM stays where it was
+   */
+  forced?: "race" | "rollback";
+  /** --no-hold on both helpers: the forced race's negative control */
+  noHold?: boolean;
 }
 
 const ALL_VARIANTS: Variant[] = [
@@ -67,7 +92,64 @@ const ALL_VARIANTS: Variant[] = [
   { name: "c-2025", helper: "c", passt: "2025", target: "socket" },
   { name: "c-2026", helper: "c", passt: "2026", target: "socket" },
   { name: "none-2025", helper: "none", passt: "2025", target: "socket" },
+  {
+    name: "race-hold-2025",
+    helper: "ours",
+    passt: "2025",
+    target: "directory",
+    forced: "race",
+  },
+  {
+    name: "race-hold-user-2025",
+    helper: "ours-user",
+    passt: "2025",
+    target: "directory",
+    forced: "race",
+  },
+  {
+    name: "race-nohold-2025",
+    helper: "ours",
+    passt: "2025",
+    target: "directory",
+    forced: "race",
+    noHold: true,
+  },
+  {
+    name: "rollback-2025",
+    helper: "ours",
+    passt: "2025",
+    target: "directory",
+    forced: "rollback",
+  },
 ];
+
+/** A variant that stopped because passt died after a correct rollback */
+function isPasstDeath(r: VariantResult): boolean {
+  return r.migrations.at(-1)?.outcome === "passt-died";
+}
+
+/** A variant that passes only if its migration fails (no helper, or the hold off) */
+function isControl(v: Variant): boolean {
+  return v.helper === "none" || v.noHold === true;
+}
+
+/** Migrations each variant asks for: a control stops at its first (expected) failure */
+function migrationsFor(v: Variant): number {
+  if (v.helper === "none") return 1;
+  // The forced race must show within a few tries, or the control failed
+  if (v.noHold) return CONTROL_TRIES;
+  // The rollback, then one migration that succeeds
+  if (v.forced === "rollback") return 2;
+  return MIGRATIONS;
+}
+
+/** The hold each helper must report (--verbose "input hold:"), for issue 14's variants */
+function expectedHold(v: Variant): HoldMechanism | null {
+  if (!v.forced) return null;
+  if (v.noHold) return "off";
+  // As root the eBPF program loads; with only CAP_NET_ADMIN it falls back to a classic filter
+  return v.helper === "ours-user" ? "classic" : "ebpf";
+}
 
 function chosenVariants(): Variant[] {
   const want = Deno.env.get("PASST_REPAIR_E2E_VARIANTS");
@@ -119,6 +201,15 @@ async function readEnv(): Promise<Env> {
 
 class Failure extends Error {}
 
+/** A file's text, or "" if there is none (a log that a failed start never wrote) */
+async function readOr(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch {
+    return "";
+  }
+}
+
 /** Network namespaces made and not yet deleted: an interrupted run deletes them too */
 const namespaces = new Set<string>();
 
@@ -143,6 +234,8 @@ class Chain {
   uid = 0;
   gid = 0;
   helperProgram: string[] = [];
+  /** The next node's number: a rolled-back migration's target is not reused */
+  nextIndex = 1;
 
   constructor(
     readonly e: Env,
@@ -150,15 +243,20 @@ class Chain {
     readonly conns: number,
     runDir: string,
     seq: number,
+    /** 0, or which repeat of the variant this is (each in a folder of its own) */
+    again = 0,
   ) {
     this.ns = `pr-e2e-${Deno.pid}-${seq}`;
-    this.dir = `${runDir}/${v.name}-${conns}`;
+    this.dir = `${runDir}/${v.name}-${conns}${again ? `-again${again}` : ""}`;
     this.port = 10001;
     // One segment per connection and direction every 100 ms, slower with
     // many connections (TCG is slow). Denser traffic makes passt's own losses
     // (REAL-PASST-NOTES: a segment landing while passt dumps a socket) more
     // frequent without testing the helper any better.
-    this.interval = Math.max(100, conns * 2);
+    // The forced race wants dense traffic: a segment every 5 ms lands
+    // within the 20 ms delay for sure (at 1 connection; at 300, one every
+    // 2 ms in all).
+    this.interval = v.forced === "race" ? Math.max(5, conns * 2) : Math.max(100, conns * 2);
     this.serverLog = new Tail(`${this.dir}/server.log`);
   }
 
@@ -252,14 +350,12 @@ class Chain {
     const passt = start("passt", this.inTree([...asUser, ...passtArgs], true), passtLog.path, {
       pidfile: `${dir}/passt.pid`,
     });
-    await until(`passt ${i}'s socket`, 10000, async () => {
+    // The socket's file appears when passt binds it, but passt listens only
+    // after printing its configuration: a QEMU that connects in between is
+    // refused. "You can start qemu with:" comes after listen().
+    await until(`passt ${i} to listen`, 10000, async () => {
       if (passt.status) throw new Failure(`passt ${i} exited: see ${passtLog.path}`);
-      try {
-        await Deno.lstat(`${dir}/passt.socket`);
-        return true;
-      } catch {
-        return false;
-      }
+      return (await passtLog.read()).includes("start qemu");
     });
     const append = [
       "console=ttyS0",
@@ -324,6 +420,7 @@ class Chain {
   /** The command that runs our helper, or Debian's C one, with `args` */
   helperCommand(args: string[]): string[] {
     const deno = Deno.execPath();
+    if (this.v.noHold) args = ["--no-hold", ...args];
     switch (this.v.helper) {
       case "ours":
         return [deno, "run", "--allow-ffi", `${REPO}main.ts`, "--verbose", ...args];
@@ -427,9 +524,12 @@ class Chain {
     return m ? Number(m[1]) : 0;
   }
 
-  /** One migration from `src` to a new node; returns the new node and the record */
-  async migrate(src: Node, hop: number): Promise<{ dst: Node; record: MigrationRecord }> {
-    const i = src.index + 1;
+  /**
+   * A new target node and fresh helpers on both sides, every one connected
+   * (passt waits only 10 ms for a helper once migrating)
+   */
+  async prepareMigration(src: Node): Promise<{ dst: Node; helpers: Started[] }> {
+    const i = this.nextIndex++;
     const dstDir = this.nodeDir(i);
     await Deno.mkdir(dstDir, { recursive: true });
     if (this.unprivileged) await Deno.chown(dstDir, this.uid, this.gid);
@@ -472,7 +572,8 @@ class Chain {
         start(
           `source helper ${src.index}`,
           this.helperCommand([`${src.dir}/passt.socket.repair`]),
-          `${src.dir}/helper-source.log`,
+          // a source may serve a rolled-back migration, then another
+          `${src.dir}/helper-source-to-${i}.log`,
           { env },
         ),
       );
@@ -488,6 +589,55 @@ class Chain {
         async () => parsePasstLog(await src.passtLog.read()).helpersAccepted > acceptedBefore,
       );
     }
+    return { dst, helpers };
+  }
+
+  /** Waits for each helper to exit: their exit codes, and problems if any did not exit 0 */
+  async helperExits(helpers: Started[], problems: string[]): Promise<string[]> {
+    const codes: string[] = [];
+    for (const h of helpers) {
+      const s = await waitExit(h, 15000);
+      if (!s) {
+        await stop(h);
+        problems.push(`${h.name} did not exit`);
+      } else if (s.code !== 0) {
+        problems.push(`${h.name} exited ${s.code}`);
+      }
+      codes.push(`${s?.code ?? "-"}`);
+    }
+    return codes;
+  }
+
+  /** Issue 14's variants: each helper must say it holds input as the variant expects */
+  async checkHold(helpers: Started[], problems: string[]): Promise<void> {
+    const want = expectedHold(this.v);
+    if (want === null) return;
+    for (const h of helpers) {
+      const got = parseHelperLog(await Deno.readTextFile(h.log)).hold;
+      if (got !== want) {
+        problems.push(`${h.name}: input hold ${got ?? "not reported"}, not ${want} (see ${h.log})`);
+      }
+    }
+  }
+
+  /** The strace -e arguments attached to the source passt for this migration, or none */
+  straceArgs(): string[] {
+    if (this.v.forced === "race") {
+      // Per flow passt reads SIOCOUTQ, SIOCOUTQNSD, then SIOCINQ (FIONREAD):
+      // every third ioctl from the third is a receive-queue read. 20 ms at
+      // 1 connection (REAL-PASST-NOTES); 10 ms each at more, so that 300
+      // flows add 3 s, not 6
+      const delay = this.conns === 1 ? 20000 : 10000;
+      return ["-e", "trace=ioctl", "-e", `inject=ioctl:delay_exit=${delay}:when=3+3`];
+    }
+    return SOURCE_STRACE ? ["-e", SOURCE_STRACE] : [];
+  }
+
+  /** One migration from `src` to a new node; returns the new node and the record */
+  async migrate(src: Node, hop: number): Promise<{ dst: Node; record: MigrationRecord }> {
+    const { dst, helpers } = await this.prepareMigration(src);
+    const dstDir = dst.dir;
+    const withHelper = this.v.helper !== "none";
 
     const before = await this.streams(src);
     const guestBefore = before.guest.last!;
@@ -508,8 +658,9 @@ class Chain {
           `  tcp dport ${this.port} tcp flags & rst == rst counter drop\n }\n}\n`,
       );
     }
-    let strace: Started | null = null;
-    if (SOURCE_STRACE) strace = await this.attachStrace(src);
+    const straceArgs = this.straceArgs();
+    const straceOut = `${src.dir}/strace-to-${dst.index}.out`;
+    const strace = straceArgs.length ? await this.attachStrace(src, straceArgs, straceOut) : null;
 
     const t0 = performance.now();
     await src.qmp!.execute("migrate", { uri: `unix:${dstDir}/migration.sock` });
@@ -539,16 +690,18 @@ class Chain {
 
     const problems: string[] = [];
     if (status !== "completed") problems.push(`QEMU migration ${status}`);
-    const codes: string[] = [];
-    for (const h of helpers) {
-      const s = await waitExit(h, 15000);
-      if (!s) {
-        await stop(h);
-        problems.push(`${h.name} did not exit`);
-      } else if (s.code !== 0) {
-        problems.push(`${h.name} exited ${s.code}`);
+    const codes = await this.helperExits(helpers, problems);
+    await this.checkHold(helpers, problems);
+    let forcing = "";
+    if (this.v.forced === "race") {
+      // Without a delayed receive-queue read the race was not forced: a
+      // hold-on pass would prove nothing
+      const reads = parseStraceTampering(await readOr(straceOut))
+        .delayed.filter((c) => c === "ioctl FIONREAD").length;
+      if (reads === 0) {
+        problems.push("strace delayed no receive-queue read: the race was not forced");
       }
-      codes.push(`${s?.code ?? "-"}`);
+      forcing = `, ${reads} queue read${reads === 1 ? "" : "s"} delayed`;
     }
     const srcLog = parsePasstLog(await src.passtLog.read());
     const dstLog = parsePasstLog(await dst.passtLog.read());
@@ -627,7 +780,7 @@ class Chain {
     const serverErrors = after ? after.server.errors.slice(before.server.errors.length) : [];
     const timing =
       `${(migrationMs / 1000).toFixed(1)} s, ON ${onMs ?? "-"} ms, restore ${restoreMs ?? "-"} ms` +
-      (lock ? `, ${rstDropped} RST dropped` : "") + `, helpers exit ${codes.join("/")}`;
+      (lock ? `, ${rstDropped} RST dropped` : "") + forcing + `, helpers exit ${codes.join("/")}`;
 
     if (guestErrors.length || serverErrors.length) {
       const race = this.isPasstRace(srcLog, guestErrors, serverErrors);
@@ -635,7 +788,26 @@ class Chain {
         ...guestErrors.map((e) => `guest ${e.line}`),
         ...serverErrors.map((e) => `server ${e.line}`),
       ];
-      if (race && problems.length === 0) {
+      if (this.v.noHold && problems.length === 0 && lostHostToGuest(guestErrors, serverErrors)) {
+        // The negative control: the forced race lost bytes without the hold.
+        // passt's log marks it only where the dumped queue was not empty
+        // (passt_log.ts); a segment that lands on an empty queue leaves the
+        // same numbers as none, so the loss itself is the control's proof.
+        const how = race
+          ? `passt's race (${race})`
+          : "passt's log marks none of them (a segment landing on an empty dumped queue leaves no mark)";
+        return {
+          dst,
+          record: record(
+            "expected-failure",
+            `bytes lost without the hold, ${how}; ${lines.join("; ")} (${timing})`,
+          ),
+        };
+      }
+      if (race && this.v.forced === "race") {
+        // With the hold nothing can land in repair mode: the race is a failure
+        problems.push(`passt's race despite the hold (${race})`);
+      } else if (race && problems.length === 0) {
         // The guest reopens a broken connection: wait for all N again
         await this.waitStreams(
           dst,
@@ -655,6 +827,137 @@ class Chain {
   }
 
   /**
+   * A migration made to fail after the source's ON (the first flow's write
+   * to the migration channel fails): passt rolls back, turning repair mode
+   * off, and the VM goes on where it was. Every connection must then carry
+   * data both ways on the source (a socket left held would drop the server's
+   * segments), and the source helper must have seen ON then OFF and exited 0.
+   * Returns the source node: the chain goes on from it.
+   */
+  async rollback(src: Node, hop: number): Promise<{ dst: Node; record: MigrationRecord }> {
+    const { dst, helpers } = await this.prepareMigration(src);
+    const before = await this.streams(src);
+    const guestBefore = before.guest.last!;
+    const serverBefore = before.server.last!;
+    const srcText = await src.passtLog.read();
+    // passt 0.0~git20250503 writes to the migration channel (a pipe) a
+    // header, the observed addresses, the flow count, then each flow: the
+    // 4th write is the first flow's, and when it fails passt rolls back
+    // (turns repair mode off and stays); a later failure makes it exit
+    const failer = await this.attachTracer(src, "fail_write", [FAIL_WRITE.path, "4"]);
+
+    // The server pauses until QEMU has restarted the device: passt
+    // 0.0~git20250503 dies if host data waits for the guest when QEMU
+    // restarts the device after a failed migration (it gets a ring's kick
+    // before its call eventfd, and notifies through the closed one: its own
+    // bug, seen in 3 rollbacks of 6 with the server sending every 100 ms).
+    // The traffic after the rollback still proves the hold released.
+    await suspend(this.server!, true);
+    let status: string;
+    try {
+      // No RST lock: the source keeps its sockets, and any reset must show
+      await src.qmp!.execute("migrate", { uri: `unix:${dst.dir}/migration.sock` });
+      status = await until("the migration to end", 120000, async () => {
+        const r = (await src.qmp!.execute("query-migrate")) as { status?: string };
+        return r.status === "completed" || r.status === "failed" || r.status === "cancelled"
+          ? r.status
+          : null;
+      });
+      // Restarted: the second ring has its call eventfd again
+      try {
+        await until("QEMU to restart passt's rings", 10000, async () => {
+          const text = (await src.passtLog.read()).slice(srcText.length);
+          return /Got call_fd: \d+ for vq: 1/.test(text);
+        });
+      } catch { /* the streams below tell */ }
+    } finally {
+      await suspend(this.server!, false);
+    }
+    await stop(failer);
+    // The target's QEMU gave up on an incomplete stream; its passt waits
+    if (!(await waitExit(dst.qemu, 10000))) await stop(dst.qemu);
+    dst.qmp?.close();
+    dst.qmp = null;
+    await stop(dst.passt);
+
+    // What the helpers and passt did (the rollback itself), then what the
+    // connections did after it
+    const problems: string[] = [];
+    if (status !== "failed") problems.push(`QEMU migration ${status}, not failed`);
+    const codes = await this.helperExits(helpers, problems);
+    await this.checkHold(helpers, problems);
+    const failed = /^write \d+ to a pipe .* failed with EPIPE$/m.exec(await readOr(failer.log));
+    if (!failed) problems.push(`no write to the migration channel failed: see ${failer.log}`);
+    const srcLog = parsePasstLog((await src.passtLog.read()).slice(srcText.length));
+    if (srcLog.rollbacks === 0) problems.push("the source passt did not roll back");
+    for (const r of srcLog.resets) problems.push(`passt: ${r}`);
+    const flows = guestBefore.conns;
+    const source = helpers.find((h) => h.name.startsWith("source"));
+    const helperLog = parseHelperLog(source ? await readOr(source.log) : "");
+    const on = helperLog.commands.filter((c) => c.name === "ON");
+    const off = helperLog.commands.filter((c) => c.name === "OFF");
+    const count = (cs: typeof on) => cs.reduce((n, c) => n + c.sockets, 0);
+    const seen = helperLog.commands.map((c) => `${c.name} ${c.sockets}`).join(", ");
+    if (
+      helperLog.commands[0]?.name !== "ON" || count(on) !== flows || count(off) !== flows ||
+      on.length + off.length !== helperLog.commands.length
+    ) {
+      problems.push(`source helper saw ${seen || "no command"}, not ON then OFF for ${flows}`);
+    }
+
+    const rollbackProblems = problems.length;
+
+    // The VM stayed: every connection carries data both ways past the rollback
+    let after: { guest: StreamReport; server: StreamReport } | null = null;
+    try {
+      after = await this.waitStreams(
+        src,
+        "both ends to stream past the rollback",
+        90000,
+        (g, s) =>
+          g.errors.length > before.guest.errors.length ||
+          s.errors.length > before.server.errors.length ||
+          (!!g.last && !!s.last && g.last.conns === this.conns && s.last.conns >= this.conns &&
+            g.last.rxMin > guestBefore.rxMax + PROGRESS * CHUNK &&
+            s.last.rxMin > serverBefore.rxMax + PROGRESS * CHUNK),
+      );
+    } catch (e) {
+      problems.push(e instanceof Error ? e.message : String(e));
+    }
+    if (after) {
+      for (const e of after.guest.errors.slice(before.guest.errors.length)) {
+        problems.push(`guest ${e.line}`);
+      }
+      for (const e of after.server.errors.slice(before.server.errors.length)) {
+        problems.push(`server ${e.line}`);
+      }
+    }
+    const detail = `QEMU migration ${status}, ${failed ? failed[0] : "no write failed"}, ` +
+      `passt rolled back ${srcLog.rollbacks} time${srcLog.rollbacks === 1 ? "" : "s"}, ` +
+      `source helper: ${seen || "no command"}, helpers exit ${codes.join("/")}`;
+    // passt 0.0~git20250503 can die after a correct rollback: when QEMU
+    // restarts the device it sends a ring's kick before its call eventfd,
+    // and a host segment that came while the VM was stopped (before ON, so
+    // not held) makes passt notify the guest through the closed one. Its
+    // own bug, not the helper's: the variant is repeated on a fresh VM.
+    const died = parsePasstLog(await src.passtLog.read()).fatal;
+    const passtDied = problems.length > rollbackProblems && rollbackProblems === 0 &&
+      died.length > 0;
+    const record: MigrationRecord = {
+      hop,
+      outcome: passtDied ? "passt-died" : problems.length ? "failed" : "rolled-back",
+      detail: passtDied
+        ? `passt died after the rollback (${died.join("; ")}); ${problems.join("; ")} (${detail})`
+        : problems.length
+        ? `${problems.join("; ")} (${detail})`
+        : detail,
+      onMs: srcLog.onMs,
+      restoreMs: null,
+    };
+    return { dst: src, record };
+  }
+
+  /**
    * passt's race: bytes lost host-to-guest only, on connections whose dumped
    * receive queue ends two segments past snd_wl1 (see passt_log.ts)
    */
@@ -665,14 +968,9 @@ class Chain {
   ): string | null {
     const racy = raceFlows(log, CHUNK);
     if (racy.length === 0) return null;
-    if (guest.length === 0 || !guest.every((e) => e.mismatch)) return null;
+    if (!lostHostToGuest(guest, server)) return null;
     const ports = new Set(racy.map((d) => d.guestPort));
     if (!guest.every((e) => e.port === null || ports.has(e.port))) return null;
-    // The server sees only the guest closing the broken connection: a FIN,
-    // or a RST when unread data was left in the guest's socket
-    const closed = (e: StreamError) =>
-      e.line.includes("end of stream") || e.line.includes("Connection reset by peer");
-    if (server.length > guest.length || !server.every(closed)) return null;
     return racy.map((d) =>
       `flow ${d.flow} port ${d.guestPort} queue ends ${
         d.receiveSeq + d.receiveQueue - d.sndWl1
@@ -694,24 +992,29 @@ class Chain {
   }
 
   /** Issue 14's hook: strace from the tree, attached to the source passt before migrating */
-  async attachStrace(src: Node): Promise<Started> {
+  async attachStrace(src: Node, args: string[], out: string): Promise<Started> {
     const pid = (await Deno.readTextFile(`${src.dir}/passt.pid`)).trim();
     const s = start(
       "strace",
-      this.inTree([
-        "/usr/bin/strace",
-        "-p",
-        pid,
-        "-o",
-        `${src.dir}/strace.out`,
-        "-e",
-        SOURCE_STRACE,
-      ], false),
-      `${src.dir}/strace.log`,
+      this.inTree(["/usr/bin/strace", "-p", pid, "-o", out, ...args], false),
+      `${out}.log`,
     );
     const log = new Tail(s.log);
     await until("strace to attach", 10000, async () => (await log.read()).includes("attached"));
     return s;
+  }
+
+  /** Issue 14's rollback: `argv` with the source passt's pid, once it says it is attached */
+  async attachTracer(src: Node, name: string, argv: string[]): Promise<Started> {
+    const pid = (await Deno.readTextFile(`${src.dir}/passt.pid`)).trim();
+    const [program, ...args] = argv;
+    const t = start(name, [program!, pid, ...args], `${src.dir}/${name}-${this.nextIndex - 1}.log`);
+    const log = new Tail(t.log);
+    await until(`${name} to attach`, 10000, async () => {
+      if (t.status) throw new Failure(`${name} exited: ${await log.read()}`);
+      return (await log.read()).includes("attached");
+    });
+    return t;
   }
 
   async runChain(wanted: number, say: (line: string) => void): Promise<VariantResult> {
@@ -724,6 +1027,7 @@ class Chain {
       migrations: this.records,
       passed: false,
       reason: "",
+      forced: this.v.forced !== undefined,
     };
     try {
       await this.setUp();
@@ -753,20 +1057,26 @@ class Chain {
       let hop = 0;
       while (kept < wanted) {
         hop++;
-        const { dst, record } = await this.migrate(node, hop);
+        const from = node.index;
+        const to = this.nextIndex;
+        const { dst, record } = this.v.forced === "rollback" && hop === 1
+          ? await this.rollback(node, hop)
+          : await this.migrate(node, hop);
         this.records.push(record);
         node = dst;
         say(
-          `  ${this.v.name} (${this.conns}) migration ${
-            dst.index - 1
-          } -> ${dst.index}: ${record.outcome} ${record.detail}`,
+          `  ${this.v.name} (${this.conns}) migration ${from} -> ${to}: ${record.outcome} ${record.detail}`,
         );
         if (record.outcome === "expected-failure") {
           result.passed = true;
           return result;
         }
         if (record.outcome === "failed") {
-          result.reason = `migration ${dst.index - 1} -> ${dst.index} failed`;
+          result.reason = `migration ${from} -> ${to} failed`;
+          return result;
+        }
+        if (record.outcome === "passt-died") {
+          result.reason = `passt died after the rollback ${from} -> ${to}`;
           return result;
         }
         if (record.outcome === "race") {
@@ -779,8 +1089,12 @@ class Chain {
         retries = 0;
         kept++;
       }
-      result.passed = this.v.helper !== "none";
-      if (!result.passed) result.reason = "the negative control did not fail";
+      result.passed = !isControl(this.v);
+      if (!result.passed) {
+        result.reason = `the negative control did not fail (${this.records.length} migration${
+          this.records.length === 1 ? "" : "s"
+        } kept every byte)`;
+      }
       return result;
     } catch (e) {
       result.reason = e instanceof Error ? e.message : String(e);
@@ -804,6 +1118,19 @@ async function main(): Promise<number> {
       `variants ${variants.map((v) => v.name).join(", ")}; ${CONNS.join(" and ")} connections; ` +
       `${MIGRATIONS} migrations each; run folder ${runDir}`,
   );
+  if (variants.some((v) => v.forced === "rollback")) {
+    FAIL_WRITE.path = `${runDir}/fail_write`;
+    await run([
+      "gcc",
+      "-O2",
+      "-Wall",
+      "-Wextra",
+      "-Werror",
+      "-o",
+      FAIL_WRITE.path,
+      `${HERE}host/fail_write.c`,
+    ]);
+  }
   const results: VariantResult[] = [];
   let seq = 0;
   const stopSignal = async () => {
@@ -817,10 +1144,18 @@ async function main(): Promise<number> {
   const t0 = performance.now();
   for (const conns of CONNS) {
     for (const v of variants) {
-      // The negative control needs one migration, and one connection count
-      if (v.helper === "none" && conns !== CONNS[0]) continue;
-      const chain = new Chain(e, v, conns, runDir, seq++);
-      const r = await chain.runChain(v.helper === "none" ? 1 : MIGRATIONS, say);
+      // The negative controls and the rollback need one connection count
+      if ((isControl(v) || v.forced === "rollback") && conns !== CONNS[0]) continue;
+      let r = await new Chain(e, v, conns, runDir, seq++).runChain(migrationsFor(v), say);
+      // passt's own death after a rollback (see Chain.rollback): a fresh VM, at most twice
+      for (let again = 0; again < RETRIES && !r.passed && isPasstDeath(r); again++) {
+        say(`  ${v.name} (${conns}): passt died after its rollback; again on a fresh VM`);
+        const next = await new Chain(e, v, conns, runDir, seq++, again + 1).runChain(
+          migrationsFor(v),
+          say,
+        );
+        r = { ...next, migrations: [...r.migrations, ...next.migrations] };
+      }
       results.push(r);
       say(variantLine(r));
     }

@@ -55,3 +55,15 @@ export function parseStream(text: string): StreamReport {
   }
   return report;
 }
+
+/**
+ * Bytes lost host to guest, and nothing else: the guest read a wrong byte on
+ * each broken connection, and the server saw only the guest closing it (a
+ * FIN, or a RST when unread data was left in the guest's socket)
+ */
+export function lostHostToGuest(guest: StreamError[], server: StreamError[]): boolean {
+  if (guest.length === 0 || !guest.every((e) => e.mismatch)) return false;
+  const closed = (e: StreamError) =>
+    e.line.includes("end of stream") || e.line.includes("Connection reset by peer");
+  return server.length <= guest.length && server.every(closed);
+}

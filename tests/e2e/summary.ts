@@ -4,7 +4,14 @@
 export interface MigrationRecord {
   /** 0 -> 1 is hop 1 */
   hop: number;
-  outcome: "kept" | "race" | "failed" | "expected-failure";
+  /**
+   * kept: every byte both ways; rolled-back: a migration made to fail after
+   * ON, and the source kept every byte; race: passt's race (repeated);
+   * expected-failure: a negative control failed as it must; passt-died:
+   * passt died after a correct rollback (its own bug; the variant is
+   * repeated on a fresh VM)
+   */
+  outcome: "kept" | "rolled-back" | "race" | "failed" | "expected-failure" | "passt-died";
   detail: string;
   /** passt's source ON stage and target restore, from its log (ms) */
   onMs: number | null;
@@ -22,6 +29,8 @@ export interface VariantResult {
   passed: boolean;
   /** Why it failed (empty when it passed) */
   reason: string;
+  /** strace or ptrace on the source passt (issue 14's variants): its timings are not passt's own */
+  forced?: boolean;
 }
 
 export function median(values: readonly number[]): number | null {
@@ -33,12 +42,18 @@ export function median(values: readonly number[]): number | null {
 
 export function variantLine(r: VariantResult): string {
   const kept = r.migrations.filter((m) => m.outcome === "kept").length;
+  const rolledBack = r.migrations.filter((m) => m.outcome === "rolled-back").length;
   const races = r.migrations.filter((m) => m.outcome === "race").length;
   const expected = r.migrations.filter((m) => m.outcome === "expected-failure").length;
+  const attempted = r.migrations.length;
+  const died = r.migrations.filter((m) => m.outcome === "passt-died").length;
   const counts = expected
-    ? `failed as it must (${expected} migration)`
-    : `${kept}/${r.wanted} migrations kept every byte, ${r.migrations.length} attempted, ` +
-      `${races} passt race${races === 1 ? "" : "s"}`;
+    ? `failed as it must (${expected} migration` +
+      (attempted > expected ? `, ${attempted} attempted` : "") + ")"
+    : `${kept + rolledBack}/${r.wanted} migrations kept every byte` +
+      (rolledBack ? ` (${rolledBack} rolled back)` : "") + `, ${attempted} attempted, ` +
+      `${races} passt race${races === 1 ? "" : "s"}` +
+      (died ? `, passt died after ${died} rollback${died === 1 ? "" : "s"} (repeated)` : "");
   return `${r.passed ? "PASS" : "FAIL"} ${r.name} (${r.conns} conn${r.conns === 1 ? "" : "s"}): ` +
     counts + (r.reason ? ` — ${r.reason}` : "");
 }
@@ -54,7 +69,7 @@ function fmt(ms: number | null): string {
 export function timingTable(results: readonly VariantResult[]): string[] {
   const rows = new Map<string, { on: number[]; restore: number[] }>();
   for (const r of results) {
-    if (r.helper === "none") continue;
+    if (r.helper === "none" || r.forced) continue;
     const key = `${r.helper}\t${r.passt}\t${r.conns}`;
     const row = rows.get(key) ?? { on: [], restore: [] };
     for (const m of r.migrations) {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parsePasstLog, queueOvershoot, raceFlows } from "../e2e/passt_log.ts";
-import { parseStream } from "../e2e/stream_status.ts";
+import { lostHostToGuest, parseStream } from "../e2e/stream_status.ts";
 import { countLine, median, timingTable, variantLine, type VariantResult } from "../e2e/summary.ts";
 import { unit } from "./_unit.ts";
 
@@ -63,6 +63,33 @@ unit("parsePasstLog() names the missing helper when passt found none", () => {
   assert.equal(log.sent, 0);
 });
 
+unit(
+  "parsePasstLog() reads a source's rollback: why it stopped, and that it turned repair off",
+  () => {
+    const log = parsePasstLog(
+      "7.6233: Source side migration stage: transfer flows\n" +
+        "7.6234: Sending 1 flows\n" +
+        "7.6245: Can't write migration data, socket 8: Broken pipe\n" +
+        "7.6246: Flow 0 (TCP connection): Can't send data: Broken pipe\n" +
+        "7.6246: ...roll back migration\n" +
+        "7.6249: Source migration stage: transfer flows: Broken pipe, abort\n",
+    );
+    assert.equal(log.rollbacks, 1);
+    assert.equal(log.migrationErrors.length, 3);
+    assert.deepEqual(log.fatal, []);
+    assert.deepEqual(
+      parsePasstLog(
+        "7.3256: Got kick_fd: 40 for vq: 0\n" +
+          "7.3256: Error writing vhost-user queue eventfd: Bad file descriptor\n",
+      ).fatal,
+      ["7.3256: Error writing vhost-user queue eventfd: Bad file descriptor"],
+    );
+    assert.deepEqual(log.resets, []);
+    assert.equal(parsePasstLog(SOURCE).rollbacks, 0);
+    assert.deepEqual(parsePasstLog(SOURCE).migrationErrors, []);
+  },
+);
+
 unit("queueOvershoot() is one segment when all is well, and wraps at 2^32", () => {
   const [a, b] = parsePasstLog(SOURCE).dumped;
   assert.equal(queueOvershoot(a!), 200);
@@ -93,6 +120,33 @@ unit("parseStream() keeps the last STAT line and every ERR line with its port", 
   assert.deepEqual(r.errors.map((e) => [e.port, e.mismatch]), [[43032, true], [10001, false]]);
 });
 
+unit("lostHostToGuest(): wrong bytes in the guest, and the server seeing it close, only", () => {
+  const guest = parseStream(
+    "ERR conn=5 port=52076 gen=0 rx=600 tx=600 mismatch at 600: want 98 got 47\n" +
+      "ERR conn=52 port=52512 gen=0 rx=600 tx=600 mismatch at 800: want 47 got 247\n",
+  ).errors;
+  const closed = parseStream(
+    "ERR conn=5 port=10001 gen=0 rx=600 tx=1800 end of stream\n" +
+      "ERR conn=52 port=10001 gen=0 rx=600 tx=1800 recv: Connection reset by peer\n",
+  ).errors;
+  assert.equal(lostHostToGuest(guest, closed), true);
+  assert.equal(lostHostToGuest(guest, []), true, "the server may not have read the close yet");
+  assert.equal(lostHostToGuest([], []), false, "nothing lost");
+  const reset =
+    parseStream("ERR conn=5 port=52076 gen=0 rx=600 tx=600 recv: Connection reset by peer\n")
+      .errors;
+  assert.equal(lostHostToGuest(reset, []), false, "a reset is not a loss");
+  const serverMismatch = parseStream(
+    "ERR conn=1 port=10001 gen=0 rx=600 tx=600 mismatch at 400: want 149 got 100\n",
+  ).errors;
+  assert.equal(
+    lostHostToGuest(guest, serverMismatch),
+    false,
+    "guest-to-host loss is not passt's race",
+  );
+  assert.equal(lostHostToGuest(guest.slice(0, 1), closed), false, "more closes than losses");
+});
+
 const result = (over: Partial<VariantResult>): VariantResult => ({
   name: "root-2025-dir",
   helper: "ours",
@@ -117,6 +171,54 @@ unit("variantLine() counts kept, attempted and raced migrations", () => {
   );
 });
 
+unit("variantLine() tells a rolled-back migration and a control that failed after tries", () => {
+  const m = (outcome: "kept" | "rolled-back" | "expected-failure") => ({
+    hop: 1,
+    outcome,
+    detail: "",
+    onMs: 1,
+    restoreMs: null,
+  });
+  assert.equal(
+    variantLine(
+      result({
+        name: "rollback-2025",
+        conns: 1,
+        wanted: 2,
+        migrations: [m("rolled-back"), m("kept")],
+      }),
+    ),
+    "PASS rollback-2025 (1 conn): 2/2 migrations kept every byte (1 rolled back), 2 attempted, 0 passt races",
+  );
+  assert.equal(
+    variantLine(
+      result({
+        name: "race-nohold-2025",
+        conns: 1,
+        migrations: [m("kept"), m("expected-failure")],
+      }),
+    ),
+    "PASS race-nohold-2025 (1 conn): failed as it must (1 migration, 2 attempted)",
+  );
+  const died = { ...m("rolled-back"), outcome: "passt-died" as const };
+  assert.equal(
+    variantLine(
+      result({
+        name: "rollback-2025",
+        conns: 1,
+        wanted: 2,
+        migrations: [died, m("rolled-back"), m("kept")],
+      }),
+    ),
+    "PASS rollback-2025 (1 conn): 2/2 migrations kept every byte (1 rolled back), 3 attempted, " +
+      "0 passt races, passt died after 1 rollback (repeated)",
+  );
+  assert.equal(
+    variantLine(result({ name: "none-2025", conns: 1, migrations: [m("expected-failure")] })),
+    "PASS none-2025 (1 conn): failed as it must (1 migration)",
+  );
+});
+
 unit("timingTable() puts each helper's medians side by side, from kept migrations only", () => {
   const m = (outcome: "kept" | "race", onMs: number) => ({
     hop: 1,
@@ -129,6 +231,8 @@ unit("timingTable() puts each helper's medians side by side, from kept migration
     result({ migrations: [m("kept", 1), m("kept", 3), m("race", 100)] }),
     result({ name: "c-2025", helper: "c", migrations: [m("kept", 0.5)] }),
     result({ name: "none-2025", helper: "none" }),
+    // strace on the source passt slows it: not passt's own timing
+    result({ name: "race-hold-2025", forced: true, migrations: [m("kept", 50)] }),
   ]);
   assert.equal(lines.length, 3);
   assert.match(lines[1]!, /^c +2025 +300 +1 +0\.5 +10\.0$/);
