@@ -960,15 +960,7 @@ function holdTable(rows: HoldRow[]): string {
       ratio(on253(r), on253(base)),
     ];
   });
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) =>
-    `| ${
-      cells.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join(" | ")
-    } |`;
-  const rule = `|${
-    widths.map((w, i) => i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":").join("|")
-  }|`;
-  return [line(head), rule, ...body.map(line)].join("\n");
+  return markdownTable(head, body);
 }
 
 function holdVerdicts(rows: HoldRow[]): string[] {
@@ -1083,15 +1075,7 @@ function table(rows: Row[]): string {
       ...ratios,
     ];
   });
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) =>
-    `| ${
-      cells.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join(" | ")
-    } |`;
-  const rule = `|${
-    widths.map((w, i) => i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":").join("|")
-  }|`;
-  return [line(head), rule, ...body.map(line)].join("\n");
+  return markdownTable(head, body);
 }
 
 function startTable(rows: StartRow[]): string {
@@ -1111,15 +1095,7 @@ function startTable(rows: StartRow[]): string {
     ratio(r.figures.ours, r.figures.bare),
     ratio(r.figures.ours, r.figures.replyFirst),
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) =>
-    `| ${
-      cells.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join(" | ")
-    } |`;
-  const rule = `|${
-    widths.map((w, i) => i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":").join("|")
-  }|`;
-  return [line(head), rule, ...body.map(line)].join("\n");
+  return markdownTable(head, body);
 }
 
 function startVerdicts(rows: StartRow[]): string[] {
@@ -1232,4 +1208,17 @@ async function main(args: string[]): Promise<number> {
 
 if (import.meta.main) {
   Deno.exit(await main(Deno.args));
+}
+
+/** A Markdown table: the first column left-aligned, the figures right-aligned */
+function markdownTable(head: readonly string[], body: readonly string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: readonly string[]) =>
+    `| ${
+      cells.map((c, i) => i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)).join(" | ")
+    } |`;
+  const rule = `|${
+    widths.map((w, i) => i === 0 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":").join("|")
+  }|`;
+  return [line(head), rule, ...body.map(line)].join("\n");
 }
