@@ -10,7 +10,11 @@ import {
   closeFd,
   directoryNames,
   processDescriptors,
+  readReply,
   readSmallFile,
+  repairState,
+  sendCommand,
+  tcpConnections,
   unixListener,
 } from "./peer_native.ts";
 
@@ -439,4 +443,43 @@ export async function watchingHelper(
     throw new Error(`${(e as Error).message}; helper said: ${out.stderr}`);
   }
   return helper;
+}
+
+// ---- a peer's view of a helper that serves ----
+
+/**
+ * Plays passt on `conn`: each of `cmds` (1 ON, 0 OFF) with `count` fresh
+ * loopback connections of `family`; each must be echoed within `ms` and
+ * leave every socket in that repair state
+ */
+export function switchFresh(
+  conn: number,
+  cmds: readonly number[],
+  family: 4 | 6,
+  count: number,
+  ms = 10000,
+): void {
+  const tcp = tcpConnections(family, count);
+  try {
+    for (const cmd of cmds) {
+      sendCommand(conn, cmd, tcp.local);
+      assert.equal(readReply(conn, ms), cmd, `reply to ${cmd}`);
+      for (const fd of tcp.local) assert.equal(repairState(fd), cmd, `repair state after ${cmd}`);
+    }
+  } finally {
+    tcp.close();
+  }
+}
+
+/** Ends a child process started for a test, whatever state it is in, and waits for it */
+export async function stopChild(
+  child: Deno.ChildProcess,
+  output: Promise<Deno.CommandOutput>,
+): Promise<void> {
+  try {
+    child.kill("SIGKILL");
+  } catch {
+    // already gone
+  }
+  await output.catch(() => {});
 }

@@ -35,6 +35,8 @@ import {
   Scratch,
   type Session,
   startSession,
+  stopChild,
+  switchFresh,
   waitUntil,
   WITHOUT_NET_ADMIN,
 } from "../support/helper.ts";
@@ -58,16 +60,7 @@ function status(path: string): Map<string, string> {
 
 /** ON then OFF on three fresh connections: the helper still does its job */
 function stillServes(s: Session): void {
-  const tcp = tcpConnections(4, 3);
-  try {
-    for (const cmd of [ON, OFF]) {
-      sendCommand(s.conn, cmd, tcp.local);
-      assert.equal(readReply(s.conn, REPLY_MS), cmd);
-      for (const fd of tcp.local) assert.equal(repairState(fd), cmd);
-    }
-  } finally {
-    tcp.close();
-  }
+  switchFresh(s.conn, [ON, OFF], 4, 3, REPLY_MS);
 }
 
 async function endsQuietly(s: Session): Promise<void> {
@@ -459,16 +452,7 @@ Deno.test("as an unprivileged user with only ambient CAP_NET_ADMIN the helper se
       assert.deepEqual(fileOwner(`/proc/${child.pid}/status`), { uid: 0, gid: 0 });
 
       await t.step("it switches sockets handed over by a root-owned peer", () => {
-        const tcp = tcpConnections(6, 4);
-        try {
-          for (const cmd of [ON, OFF]) {
-            sendCommand(conn, cmd, tcp.local);
-            assert.equal(readReply(conn, REPLY_MS), cmd);
-            for (const fd of tcp.local) assert.equal(repairState(fd), cmd);
-          }
-        } finally {
-          tcp.close();
-        }
+        switchFresh(conn, [ON, OFF], 6, 4, REPLY_MS);
       });
       closeFd(conn);
       conn = -1;
@@ -482,12 +466,7 @@ Deno.test("as an unprivileged user with only ambient CAP_NET_ADMIN the helper se
     } finally {
       if (conn >= 0) closeFd(conn);
       closeFd(listener);
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
-      await output.catch(() => {});
+      await stopChild(child, output);
     }
   } finally {
     scratch.cleanup();
@@ -540,16 +519,7 @@ async function servingProbe(
   try {
     conn = acceptWithin(listener, 20000);
     if (mode !== "--kill") {
-      const tcp = tcpConnections(4, 5);
-      try {
-        for (const cmd of [ON, OFF, ON]) {
-          sendCommand(conn, cmd, tcp.local);
-          assert.equal(readReply(conn, REPLY_MS), cmd, `reply to ${cmd}`);
-          for (const fd of tcp.local) assert.equal(repairState(fd), cmd);
-        }
-      } finally {
-        tcp.close();
-      }
+      switchFresh(conn, [ON, OFF, ON], 4, 5, REPLY_MS);
     }
     closeFd(conn);
     conn = -1;
@@ -562,12 +532,7 @@ async function servingProbe(
   } finally {
     if (conn >= 0) closeFd(conn);
     closeFd(listener);
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await output.catch(() => {});
+    await stopChild(child, output);
     scratch.cleanup();
   }
 }

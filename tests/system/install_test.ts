@@ -6,16 +6,8 @@
 
 import assert from "node:assert/strict";
 import { installTo, ROOT, runBounded } from "../support/artefact.ts";
-import type { Scratch } from "../support/helper.ts";
-import {
-  acceptWithin,
-  closeFd,
-  readReply,
-  repairState,
-  sendCommand,
-  tcpConnections,
-  unixListener,
-} from "../support/peer_native.ts";
+import { type Scratch, stopChild, switchFresh } from "../support/helper.ts";
+import { acceptWithin, closeFd, unixListener } from "../support/peer_native.ts";
 import { NOBODY, sharedScratch } from "../support/reachable.ts";
 import { VERSION } from "../../src/version.ts";
 
@@ -117,16 +109,7 @@ Deno.test({
     let conn = -1;
     try {
       conn = acceptWithin(listener, 30000);
-      const tcp = tcpConnections(4, 3);
-      try {
-        for (const cmd of [ON, OFF]) {
-          sendCommand(conn, cmd, tcp.local);
-          assert.equal(readReply(conn, 10000), cmd);
-          for (const fd of tcp.local) assert.equal(repairState(fd), cmd);
-        }
-      } finally {
-        tcp.close();
-      }
+      switchFresh(conn, [ON, OFF], 4, 3, 10000);
       closeFd(conn);
       conn = -1;
       const out = await output;
@@ -137,12 +120,7 @@ Deno.test({
     } finally {
       if (conn >= 0) closeFd(conn);
       closeFd(listener);
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
-      await output.catch(() => {});
+      await stopChild(child, output);
     }
     // The control: the same user without the ambient capability is refused,
     // and told how to grant it without a compiled binary
