@@ -7,10 +7,10 @@
 // everything below it throws typed errors that carry their exit code.
 
 import { describeRefusal } from "./src/capability.ts";
-import { HELP, parseCommandLine, USAGE } from "./src/cli.ts";
+import { helpText, parseCommandLine, USAGE } from "./src/cli.ts";
 import type { Invocation } from "./src/cli.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PasstRepairError, UsageError } from "./src/errors.ts";
-import { locateAndConnect } from "./src/locate.ts";
+import { connectAtOnce, locateAndConnect } from "./src/locate.ts";
 import { printError, printErrorText, printOut, warn } from "./src/log.ts";
 import { start } from "./src/startup.ts";
 import { VERSION } from "./src/version.ts";
@@ -29,7 +29,7 @@ export function main(args: readonly string[]): number {
     throw e;
   }
   if (invocation.action === "help") {
-    printOut(HELP);
+    printOut(helpText());
     return EXIT_OK;
   }
   if (invocation.action === "version") {
@@ -58,6 +58,7 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
     verbose: invocation.verbose,
     hold: invocation.action === "run" ? invocation.hold : null,
     seccompKill: invocation.seccompKill,
+    ...(invocation.action === "run" ? { connectAtOnce: () => connectAtOnce(invocation.path) } : {}),
   });
   const capability = started.capability;
   if (invocation.action === "check") {
@@ -70,7 +71,7 @@ function execute(invocation: Exclude<Invocation, { action: "help" | "version" }>
   }
   if (!capability.allowed) warn(describeRefusal(capability));
 
-  const located = locateAndConnect(invocation.path, {
+  const located = started.early ?? locateAndConnect(invocation.path, {
     wait: invocation.wait,
     timeout: invocation.timeout,
     warn,

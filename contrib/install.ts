@@ -49,10 +49,28 @@ function makeDirs(prefix: string, relative: string): void {
   }
 }
 
+/** The launcher's line that an installed copy fills in with its directory */
+const INSTALLED_LINE = "\ninstalled=\n";
+
+/** `text` as one sh word, whatever it holds */
+function shellQuote(text: string): string {
+  return `'${text.replaceAll("'", "'\\''")}'`;
+}
+
+/** The launcher as installed in `dir`: it need not resolve its own link */
+export function installedLauncher(launcher: string, dir: string): string {
+  const at = launcher.indexOf(INSTALLED_LINE);
+  if (at < 0 || launcher.indexOf(INSTALLED_LINE, at + 1) >= 0) {
+    throw new Error("the launcher has no single empty installed= line to fill in");
+  }
+  return launcher.replace(INSTALLED_LINE, `\ninstalled=${shellQuote(dir)}\n`);
+}
+
 /** Copies `from` to `to` through a temporary name in the same directory */
-function place(from: string, to: string, mode: number): void {
+function place(from: string, to: string, mode: number, edit?: (text: string) => string): void {
   const temporary = `${to}.new-${Deno.pid}`;
-  Deno.copyFileSync(from, temporary);
+  if (edit === undefined) Deno.copyFileSync(from, temporary);
+  else Deno.writeTextFileSync(temporary, edit(Deno.readTextFileSync(from)));
   Deno.chmodSync(temporary, mode);
   Deno.renameSync(temporary, to);
 }
@@ -74,8 +92,12 @@ function install(prefix: string): void {
   makeDirs(base, "lib/passt-repair");
   makeDirs(base, "bin");
   makeDirs(base, "share/man/man1");
+  const lib = `${base}/lib/passt-repair`;
   for (const file of FILES) {
-    place(`${ROOT}${file.from}`, `${base}/${file.to}`, file.mode);
+    const edit = file.to.endsWith(".sh")
+      ? (text: string) => installedLauncher(text, lib)
+      : undefined;
+    place(`${ROOT}${file.from}`, `${base}/${file.to}`, file.mode, edit);
     console.log(`${base}/${file.to}`);
   }
   place(Deno.execPath(), `${base}/lib/passt-repair/deno`, 0o755);

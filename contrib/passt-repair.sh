@@ -3,7 +3,7 @@
 # dist/passt-repair.sh, next to dist/passt-repair.js).
 #
 # It runs passt-repair.js, taken from the directory this script is in (a
-# symbolic link to the script is followed), with Deno's --allow-ffi permission
+# symbolic link to the script is followed; an installed copy knows it), with Deno's --allow-ffi permission
 # and no other, and with DENO_NO_UPDATE_CHECK=1 so that Deno never contacts
 # the network to look for a newer version of itself.
 #
@@ -30,16 +30,26 @@ fail() {
   exit 1
 }
 
-self=$0
-# readlink -f is not in every POSIX shell environment; without it, a launcher
-# called through a symbolic link needs passt-repair.js next to the link.
-if resolved=$(readlink -f "$0" 2>/dev/null) && [ -n "$resolved" ]; then
-  self=$resolved
+# deno task install sets this in the copy it installs: the directory it put
+# the launcher in, so that starting needs no readlink (a process of its own,
+# about 1 ms of the helper's start-up). Empty here.
+installed=
+
+if [ -n "$installed" ]; then
+  dir=$installed
+else
+  self=$0
+  # readlink -f is not in every POSIX shell environment; without it, a
+  # launcher called through a symbolic link needs passt-repair.js next to
+  # the link.
+  if resolved=$(readlink -f "$0" 2>/dev/null) && [ -n "$resolved" ]; then
+    self=$resolved
+  fi
+  case $self in
+  */*) dir=${self%/*} ;;
+  *) dir=. ;;
+  esac
 fi
-case $self in
-*/*) dir=${self%/*} ;;
-*) dir=. ;;
-esac
 bundle=${dir:-}/passt-repair.js
 case $bundle in
 /*) ;;

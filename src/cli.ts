@@ -96,7 +96,12 @@ function optionLines(): string {
   ).join("\n");
 }
 
-export const HELP = `${USAGE}
+/**
+ * --help's text. Made when asked for, not at import: laying out the option
+ * table costs about 0.5 ms of every start.
+ */
+export function helpText(): string {
+  return `${USAGE}
 
 Put TCP sockets into repair mode (TCP_REPAIR) on behalf of passt, for the
 live migration of a VM's TCP connections.
@@ -109,6 +114,7 @@ ${optionLines()}
 
 Exit status: 0 when passt closed the connection, 1 on failure, 2 on usage
 errors (including a PATH that is not a socket).`;
+}
 
 /** What the command line asks for */
 export type Invocation =

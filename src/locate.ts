@@ -50,6 +50,7 @@ import {
   EINTR,
   ENOENT,
   NotASocketError,
+  PasstRepairError,
   RuntimeFailure,
   SymlinkRefusedError,
   SyscallError,
@@ -302,42 +303,89 @@ function connectSocketMode(
 ): Located {
   let backoff = 0;
   for (;;) {
-    const entry = openEntry(dir, cPath(name));
-    if (entry === -ENOENT && locate.wait) {
-      // passt replaced its socket (unlink, then bind): wait for the name again
-      locate.log(`${shown} is gone: waiting for it to appear again`);
-      return new DirectoryWait(dir, name, options.deadline, locate).run();
-    }
-    if (typeof entry === "number") {
-      throw new SyscallError("openat", -entry, `Can't stat() ${shown}`);
-    }
-    let fd: number;
-    try {
-      const type = entry.status.mode & S_IFMT;
-      if (type === S_IFLNK) throw new SymlinkRefusedError(shown);
-      if (kindOfMode(entry.status.mode) !== "socket") throw new NotASocketError(shown);
-      const links = linkProblem(entry.status.nlink);
-      if (links !== null) throw new RuntimeFailure(`Refusing ${shown}: ${links}`);
-      fd = connectThrough(entry.fd);
-    } finally {
-      libc.close(entry.fd);
-    }
-    if (fd === -ENOENT) throw noProc(shown);
-    if (fd >= 0) {
-      const peer = checkedPeer(fd, entry.status.uid, shown);
-      if (typeof peer === "string") {
-        libc.close(fd);
-        throw new RuntimeFailure(`Refusing ${peer}`);
+    const tried = attemptSocket(dir, name, shown);
+    if (tried.kind === "connected") return tried.located;
+    if (tried.kind === "refused") throw tried.error;
+    if (tried.kind === "open-failed") {
+      if (tried.errno === ENOENT && locate.wait) {
+        // passt replaced its socket (unlink, then bind): wait for the name again
+        locate.log(`${shown} is gone: waiting for it to appear again`);
+        return new DirectoryWait(dir, name, options.deadline, locate).run();
       }
-      return { fd, shown, peer };
+      throw new SyscallError("openat", tried.errno, `Can't stat() ${shown}`);
     }
-    if (!notYet(-fd) || (-fd === ECONNREFUSED && !options.retryRefused)) {
-      throw connectFailure(-fd, shown);
+    const errno = tried.errno;
+    if (errno === ENOENT) throw noProc(shown);
+    if (!notYet(errno) || (errno === ECONNREFUSED && !options.retryRefused)) {
+      throw connectFailure(errno, shown);
     }
-    if (backoff === 0) locate.log(`${shown}: ${describeErrno(-fd)}, retrying`);
+    if (backoff === 0) locate.log(`${shown}: ${describeErrno(errno)}, retrying`);
     backoff = nextBackoff(backoff);
-    const left = options.deadline.remainingMs(acceptance(shown, -fd));
+    const left = options.deadline.remainingMs(acceptance(shown, errno));
     pause(left < 0 ? backoff : Math.min(backoff, left));
+  }
+}
+
+/** One try at socket mode's connection: what came of it */
+type SocketAttempt =
+  | { readonly kind: "connected"; readonly located: Located }
+  /** The entry could not be opened (-errno negated) */
+  | { readonly kind: "open-failed"; readonly errno: number }
+  /** connect() failed (errno): perhaps only "not yet" */
+  | { readonly kind: "connect-failed"; readonly errno: number }
+  /** The entry or its peer is refused for good */
+  | { readonly kind: "refused"; readonly error: PasstRepairError };
+
+/**
+ * Opens `name` in `dir` without following it, checks the file (a socket,
+ * one link), connects through it and checks the peer. Every descriptor but
+ * a checked connection is closed again.
+ */
+function attemptSocket(dir: string, name: string, shown: string): SocketAttempt {
+  const entry = openEntry(dir, cPath(name));
+  if (typeof entry === "number") return { kind: "open-failed", errno: -entry };
+  let fd: number;
+  try {
+    const type = entry.status.mode & S_IFMT;
+    if (type === S_IFLNK) return { kind: "refused", error: new SymlinkRefusedError(shown) };
+    if (kindOfMode(entry.status.mode) !== "socket") {
+      return { kind: "refused", error: new NotASocketError(shown) };
+    }
+    const links = linkProblem(entry.status.nlink);
+    if (links !== null) {
+      return { kind: "refused", error: new RuntimeFailure(`Refusing ${shown}: ${links}`) };
+    }
+    fd = connectThrough(entry.fd);
+  } finally {
+    libc.close(entry.fd);
+  }
+  if (fd < 0) return { kind: "connect-failed", errno: -fd };
+  const peer = checkedPeer(fd, entry.status.uid, shown);
+  if (typeof peer === "string") {
+    libc.close(fd);
+    return { kind: "refused", error: new RuntimeFailure(`Refusing ${peer}`) };
+  }
+  return { kind: "connected", located: { fd, shown, peer } };
+}
+
+/**
+ * Socket mode's first try, made before hardening (src/startup.ts): when
+ * PATH is a socket now that accepts and passes every check, the checked
+ * connection; otherwise null, and locateAndConnect() starts over, hardened,
+ * and reports what it finds. It reads nothing but the file's status and the
+ * peer's credentials, and needs only libc's connect symbols.
+ */
+export function connectAtOnce(path: string): Located | null {
+  const status = libc.statx(AT_FDCWD, cPath(path), 0);
+  if (typeof status === "number" || kindOfMode(status.mode) !== "socket") return null;
+  const { dir, name } = splitPath(path);
+  try {
+    const tried = attemptSocket(dir, name, show(path));
+    return tried.kind === "connected" ? tried.located : null;
+  } catch (e) {
+    // socket() failed: the hardened attempt will say so
+    if (e instanceof PasstRepairError) return null;
+    throw e;
   }
 }
 

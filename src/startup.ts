@@ -1,23 +1,31 @@
 // Everything the helper does before it reads passt's first message, in the
 // one order that works. The rules, each for a reason:
 //
-//  1. Open libc and make every buffer whose address a native call needs (the
-//     Channel to passt, the priming peer, the seccomp program, the input
-//     hold's filter) while the ffi permission is held: taking an address
-//     needs it. The hold's eBPF program is loaded here too, before seccomp
-//     refuses bpf().
-//  2. Harden before reading any input: not dumpable, no_new_privs, seccomp
-//     stage 1 on all threads (src/harden.ts; README, "Security").
-//  3. Revoke the ffi permission: no further native library can be loaded and
-//     no address taken; the symbols already bound keep working.
+//  1. Connect first when PATH is a socket already (socket mode): passt
+//     waits only about 10 ms for its helper at migration time. This binds
+//     only the few libc symbols connecting needs, and reads nothing but the
+//     file's status and the peer's credentials (src/locate.ts,
+//     connectAtOnce): passt's first message is read only after both seccomp
+//     stages below. Anything else (a directory, --wait for a name not there
+//     yet, a socket that refuses or fails a check) is waited for or
+//     reported in step 5, hardened.
+//  2. Bind the rest of libc and make every buffer whose address a native
+//     call needs (the Channel to passt, the priming peer, the seccomp
+//     programs, the input hold's filter) while the ffi permission is held:
+//     taking an address needs it. The hold's eBPF program is loaded here
+//     too, before seccomp refuses bpf().
+//  3. Harden before reading anything an attacker may write (a directory's
+//     names, passt's messages): not dumpable, no_new_privs, seccomp stage 1
+//     on all threads (src/harden.ts; README, "Security"). Then revoke the
+//     ffi permission: no further native library can be loaded and no
+//     address taken; the symbols already bound keep working.
 //  4. Check the capability on a throwaway socket: a warning when serving
 //     (passt's sockets may live where we are allowed), the answer for --check.
 //     Try the input hold once on another: a kernel that lacks a step would
 //     fail every ON, so the helper warns and serves without it.
-//  5. Connect (src/locate.ts) as early as possible: passt waits only about
-//     10 ms for its helper at migration time, while its first command comes
-//     after the migration's memory copy. What follows is needed only by the
-//     first message, so it comes after connecting.
+//  5. Unless step 1 connected: find the socket, waiting as PATH and the
+//     options say, and connect (src/locate.ts). What follows is needed only
+//     by the first message, so it comes after connecting.
 //  6. Grow the descriptor table before the first recvmsg(), priming's
 //     included: growing it in a multi-threaded process waits for an RCU grace
 //     period (10-23 ms), which would otherwise fall on passt's first message.
@@ -60,11 +68,15 @@ export interface StartOptions {
   readonly hold: boolean | null;
   /** --seccomp-kill: both seccomp stages kill instead of answering EPERM */
   readonly seccompKill: boolean;
+  /** Step 1: connects if PATH is a socket that accepts now, else null; absent for --check */
+  readonly connectAtOnce?: () => Located | null;
 }
 
 /** Steps 1-4 done; connected() does the rest once passt's socket is open */
 export interface Started {
   readonly capability: CapabilityResult;
+  /** The connection step 1 made, or null: then step 5 is the caller's */
+  readonly early: Located | null;
   /** Steps 6-8 on the connected socket: the session, ready to serve */
   connected(located: Located): RepairSession;
 }
@@ -81,6 +93,18 @@ export function start(options: StartOptions): Started {
         "deno run --allow-ffi main.ts PATH",
     );
   }
+  libc.openLibc("connect");
+  const early = options.connectAtOnce?.() ?? null;
+  try {
+    return prepare(options, early);
+  } catch (e) {
+    if (early !== null) libc.close(early.fd);
+    throw e;
+  }
+}
+
+/** Steps 2-4 */
+function prepare(options: StartOptions, early: Located | null): Started {
   libc.openLibc();
   const peer = new SelfPeer();
   const { channel, hardening, filter, serving } = lockDown(Deno.build.arch, {
@@ -103,6 +127,7 @@ export function start(options: StartOptions): Started {
   }
   return {
     capability,
+    early,
     connected: (located) =>
       connected(channel, peer, serving, located, { capability, hold }, options),
   };

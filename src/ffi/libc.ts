@@ -157,21 +157,50 @@ const SYMBOLS = {
 
 type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
+/**
+ * What socket mode needs to connect and check its peer, bound on their own
+ * first: compiling a symbol's call stubs costs about 0.2 ms, and startup
+ * connects before it binds the rest (src/startup.ts).
+ */
+const CONNECT_SYMBOLS = [
+  "statx",
+  "openat",
+  "socket",
+  "connect",
+  "fcntl",
+  "getsockopt",
+  "close",
+  "__errno_location",
+] as const satisfies readonly (keyof typeof SYMBOLS)[];
+
 let libc: Symbols | null = null;
+let connectOnly = false;
 // The main thread's errno, seen through a typed array made once, so reading it
 // needs neither an allocation nor the ffi permission (revoked after startup).
 let errnoCell = new Int32Array(1);
 
 /**
- * Opens libc and binds SYMBOLS. Needs --allow-ffi; idempotent.
+ * Opens libc and binds SYMBOLS, or with `only: "connect"` just those that
+ * connecting needs; a later call binds the rest. Needs --allow-ffi; idempotent.
  */
-export function openLibc(): void {
-  if (libc !== null) return;
-  const lib = Deno.dlopen("libc.so.6", SYMBOLS);
-  const where = lib.symbols.__errno_location();
-  if (where === null) throw new Error("__errno_location() returned NULL");
-  errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(where, 4));
-  libc = lib.symbols;
+export function openLibc(only?: "connect"): void {
+  if (libc !== null && (!connectOnly || only === "connect")) return;
+  const names = only === "connect"
+    ? CONNECT_SYMBOLS
+    : (Object.keys(SYMBOLS) as (keyof typeof SYMBOLS)[]).filter((n) =>
+      libc === null || !(CONNECT_SYMBOLS as readonly string[]).includes(n)
+    );
+  const table = Object.fromEntries(names.map((n) => [n, SYMBOLS[n]]));
+  const bound = Deno.dlopen("libc.so.6", table).symbols as Partial<Symbols>;
+  if (libc === null) {
+    const where = bound.__errno_location!();
+    if (where === null) throw new Error("__errno_location() returned NULL");
+    errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(where, 4));
+    libc = { ...bound } as Symbols;
+  } else {
+    Object.assign(libc, bound);
+  }
+  connectOnly = only === "connect";
 }
 
 function sym(): Symbols {

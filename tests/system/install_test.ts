@@ -10,6 +10,7 @@ import { type Scratch, stopChild, switchFresh } from "../support/helper.ts";
 import { acceptWithin, closeFd, unixListener } from "../support/peer_native.ts";
 import { NOBODY, sharedScratch } from "../support/reachable.ts";
 import { VERSION } from "../../src/version.ts";
+import { installedLauncher } from "../../contrib/install.ts";
 
 const ON = 1, OFF = 0;
 /** What a service for a user without a home gets, and nothing of ours */
@@ -65,6 +66,11 @@ Deno.test({
     ) {
       assert.equal((Deno.statSync(`${prefix}/${file}`).mode ?? 0) & 0o777, mode, file);
     }
+    // The installed launcher knows its directory: no readlink at each start
+    assert.ok(
+      Deno.readTextFileSync(`${prefix}/lib/passt-repair/passt-repair.sh`)
+        .includes(`\ninstalled='${prefix}/lib/passt-repair'\n`),
+    );
     // No deno on PATH: the launcher runs the one installed beside it
     const run = await runBounded([bin, "--version"], {
       seconds: 60,
@@ -185,4 +191,15 @@ Deno.test({
     });
     assert.deepEqual([run.code, run.stdout, run.stderr], [0, "", ""]);
   },
+});
+
+Deno.test("the installed launcher's directory survives quotes, spaces and $ in its name", async () => {
+  const launcher = Deno.readTextFileSync(`${ROOT}contrib/passt-repair.sh`);
+  const dir = `/opt/it's "a" $dir \\ with\ttabs`;
+  const line = installedLauncher(launcher, dir).split("\n").find((l) => l.startsWith("installed="));
+  assert.ok(line !== undefined && line !== "installed=");
+  const run = await runBounded(["sh", "-c", `${line}\nprintf %s "$installed"`], { seconds: 10 });
+  assert.deepEqual([run.code, run.stdout], [0, dir]);
+  // And the launcher as shipped has exactly one line to fill in
+  assert.throws(() => installedLauncher(launcher.replace("\ninstalled=\n", "\n"), dir));
 });

@@ -4,7 +4,7 @@
 // groff and man-db are installed by .ci/run when missing.
 
 import assert from "node:assert/strict";
-import { HELP } from "../../src/cli.ts";
+import { helpText } from "../../src/cli.ts";
 import { VERSION } from "../../src/version.ts";
 import { ROOT } from "../support/artefact.ts";
 
@@ -70,7 +70,7 @@ function manOptionTags(): string[] {
 
 /** The option column of --help: "-h, --help", "--timeout SECONDS", ... */
 function helpOptionTags(): string[] {
-  const options = HELP.split("\nOptions:\n")[1]?.split("\n\n")[0] ?? "";
+  const options = helpText().split("\nOptions:\n")[1]?.split("\n\n")[0] ?? "";
   return options.split("\n").flatMap((l) => {
     const m = /^\s+(-\S*(?: \S+)*?)(?:\s{2,}|$)/.exec(l);
     return m ? [m[1]!] : [];
