@@ -12,8 +12,11 @@
 // Needs root (or CAP_NET_ADMIN) and gcc; takes well under a minute with the
 // defaults. What it compares (docs/performance.md):
 //
-// - ours: `deno run --allow-ffi main.ts PATH`, as a user starts it (or
-//   `$PASST_REPAIR_BIN PATH`, to bench the compiled binary or the bundle);
+// - ours: the helper as operators run it, installed by `deno task install`
+//   (into a private prefix: the launcher, the bundle and Deno), or
+//   `$PASST_REPAIR_BIN PATH` to bench another build. The startup rows also
+//   give the checkout's `deno run --allow-ffi main.ts PATH` (the module graph
+//   of main.ts and src/ costs a few ms and MB more than the one bundle);
 // - C, reply first (bench/c/ref_helper.c): exactly our system calls in our
 //   order. This is the floor the targets are stated against;
 // - C, close first: the same in the C original's order (each descriptor closed
@@ -173,7 +176,7 @@ function compile(dir: string): Programs {
 // ---- helpers as passt sees them ----
 
 interface Kind {
-  key: "ours" | "replyFirst" | "closeFirst" | "bare";
+  key: "ours" | "replyFirst" | "closeFirst" | "bare" | "checkout";
   label: string;
   argv(path: string): string[];
 }
@@ -465,7 +468,7 @@ const median = (v: ArrayLike<number>) => quantile(v, 0.5);
 
 // ---- the run ----
 
-type Figures = Record<Exclude<Kind["key"], "bare"> | "floor", number | null>;
+type Figures = Record<Exclude<Kind["key"], "bare" | "checkout"> | "floor", number | null>;
 
 interface Row {
   label: string;
@@ -533,6 +536,37 @@ async function firstAfterIdle(
   return times;
 }
 
+/**
+ * How to start ours: $PASST_REPAIR_BIN if set, else the helper as
+ * `deno task install` lays it out, installed into `dir`/prefix (the
+ * launcher, the bundle and Deno: what operators run). `note` says what it
+ * is; `deno` is the Deno binary it runs, which the bare script and the
+ * checkout run too: a fresh copy of the binary maps about 3 MB more of
+ * itself (the kernel caches a newly written file in larger pages), so RSS
+ * is compared on the same file.
+ */
+function oursCommand(dir: string): { argv: string[]; note: string; deno: string } {
+  const bin = Deno.env.get("PASST_REPAIR_BIN");
+  if (bin) return { argv: [bin], note: " ($PASST_REPAIR_BIN)", deno: Deno.execPath() };
+  const prefix = `${dir}/prefix`;
+  const out = new Deno.Command(Deno.execPath(), {
+    args: ["task", "install"],
+    cwd: `${HERE}..`,
+    env: { PASST_REPAIR_PREFIX: prefix, DENO_NO_UPDATE_CHECK: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  if (!out.success) {
+    const why = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1) ?? "";
+    throw new CannotRun(`deno task install into ${prefix} failed: ${why}`);
+  }
+  return {
+    argv: [`${prefix}/bin/passt-repair`],
+    note: " (installed by deno task install)",
+    deno: `${prefix}/lib/passt-repair/deno`,
+  };
+}
+
 async function bench(
   o: Options,
   dir: string,
@@ -548,8 +582,9 @@ async function bench(
   }
 
   const programs = compile(dir);
+  const ours = oursCommand(dir);
   const kinds: Kind[] = [
-    { key: "ours", label: "ours", argv: (p) => helperCommand(["--no-hold", p]) },
+    { key: "ours", label: "ours", argv: (p) => [...ours.argv, "--no-hold", p] },
     { key: "replyFirst", label: "C, reply first", argv: (p) => [programs.replyFirst, p] },
     { key: "closeFirst", label: "C, close first", argv: (p) => [programs.closeFirst, p] },
   ];
@@ -557,7 +592,7 @@ async function bench(
     key: "bare",
     label: "bare Deno",
     argv: (p) => [
-      Deno.execPath(),
+      ours.deno,
       "run",
       "--allow-net",
       `--allow-read=${p}`,
@@ -566,9 +601,15 @@ async function bench(
       p,
     ],
   };
+  const checkout: Kind = {
+    key: "checkout",
+    label: "ours, checkout",
+    argv: (p) => [ours.deno, "run", "--allow-ffi", `${HERE}../main.ts`, "--no-hold", p],
+  };
   const launcher = new Launcher(programs.launcher);
   const notes: string[] = [
-    `ours: ${helperCommand(["--no-hold", "PATH"]).join(" ")}`,
+    `ours: ${[...ours.argv, "--no-hold", "PATH"].join(" ")}${ours.note}`,
+    `ours, checkout: ${checkout.argv("PATH").join(" ")}`,
     `bare Deno: ${bare.argv("PATH").join(" ")}`,
   ];
   let pool: Pool;
@@ -585,19 +626,24 @@ async function bench(
 
   try {
     // Start each once untimed: Deno transpiles and caches main.ts on a first run
-    for (const kind of [...kinds, bare]) await finish(await connectHelper(launcher, kind, dir));
+    for (const kind of [...kinds, bare, checkout]) {
+      await finish(await connectHelper(launcher, kind, dir));
+    }
 
     // Startup and the cold first message, each helper fresh every time; the
     // bare script only starts and connects
-    const startKinds = [...kinds, bare];
-    const startup = { ours: [], replyFirst: [], closeFirst: [], bare: [] } as Record<
+    const startKinds = [...kinds, bare, checkout];
+    const startup = { ours: [], replyFirst: [], closeFirst: [], bare: [], checkout: [] } as Record<
       Kind["key"],
       number[]
     >;
-    const connectedRss = { ours: [], replyFirst: [], closeFirst: [], bare: [] } as Record<
-      Kind["key"],
-      number[]
-    >;
+    const connectedRss = {
+      ours: [],
+      replyFirst: [],
+      closeFirst: [],
+      bare: [],
+      checkout: [],
+    } as Record<Kind["key"], number[]>;
     const cold = { ours: [] as number[], replyFirst: [] as number[], closeFirst: [] as number[] };
     for (let rep = 0; rep < o.cold; rep++) {
       for (let j = 0; j < startKinds.length; j++) {
@@ -611,7 +657,7 @@ async function bench(
             const size = procStatus(h.process.pid, "FDSize");
             notes.push(`${kind.label}: descriptor table of ${size} when connected and idle`);
           }
-          if (kind.key !== "bare") {
+          if (kind.key !== "bare" && kind.key !== "checkout") {
             h.passt.load(pool.fds, 0, SCM_MAX_FD);
             cold[kind.key].push(roundTrip(h, pool, 0, SCM_MAX_FD, rep));
             pool.checkAll(0, SCM_MAX_FD, kind.label);
@@ -640,15 +686,29 @@ async function bench(
           replyFirst: median(idle.get(`replyFirst:${n}`)!) * 1000,
         },
       })),
+      {
+        label: "start to connected, checkout",
+        unit: "ms",
+        figures: { ...figuresOf(startup, median), ours: median(startup.checkout) },
+      },
+      {
+        label: "peak RSS when connected, checkout",
+        unit: "MB",
+        figures: { ...figuresOf(connectedRss, median), ours: median(connectedRss.checkout) },
+      },
     );
     const row = (label: string, unit: Row["unit"], f: (k: Kind["key"]) => number | null) => {
       const figures = none();
-      for (const k of kinds) figures[k.key as Exclude<Kind["key"], "bare">] = f(k.key);
+      for (const k of kinds) figures[k.key as keyof Figures] = f(k.key);
       const r = { label, unit, figures };
       rows.push(r);
       return r;
     };
-    row("first 253-socket message (cold)", "ms", (k) => k === "bare" ? null : median(cold[k]));
+    row(
+      "first 253-socket message (cold)",
+      "ms",
+      (k) => k === "bare" || k === "checkout" ? null : median(cold[k]),
+    );
 
     // Steady state: all three connected, served in turn
     const helpers: Connected[] = [];
@@ -1099,7 +1159,9 @@ function startTable(rows: StartRow[]): string {
 }
 
 function startVerdicts(rows: StartRow[]): string[] {
-  const [start, rss, ...idle] = rows.map((r) => r.figures);
+  const [start, rss, ...idle] = rows.filter((r) => !r.label.endsWith("checkout")).map((r) =>
+    r.figures
+  );
   const mark = (ok: boolean) => ok ? "met" : "MISSED";
   return [
     `start to connected within 1.5× of bare Deno: ${ratio(start!.ours, start!.bare)} (${
