@@ -3,7 +3,8 @@
 //
 //  1. Connect first when PATH is a socket already (socket mode): passt
 //     waits only about 10 ms for its helper at migration time. This binds
-//     only the few libc symbols connecting needs, and reads nothing but the
+//     only the few libc calls connecting needs, without compiling their
+//     call stubs (src/ffi/libc.ts, openLibc), and reads nothing but the
 //     file's status and the peer's credentials (src/locate.ts,
 //     connectAtOnce): passt's first message is read only after both seccomp
 //     stages below. Anything else (a directory, --wait for a name not there
@@ -93,8 +94,11 @@ export function start(options: StartOptions): Started {
         "deno run --allow-ffi main.ts PATH",
     );
   }
-  libc.openLibc("connect");
-  const early = options.connectAtOnce?.() ?? null;
+  let early: Located | null = null;
+  if (options.connectAtOnce !== undefined) {
+    libc.openLibc("connect");
+    early = options.connectAtOnce();
+  }
   try {
     return prepare(options, early);
   } catch (e) {

@@ -158,9 +158,8 @@ const SYMBOLS = {
 type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /**
- * What socket mode needs to connect and check its peer, bound on their own
- * first: compiling a symbol's call stubs costs about 0.2 ms, and startup
- * connects before it binds the rest (src/startup.ts).
+ * What socket mode needs to connect and check its peer, before the rest is
+ * bound (src/startup.ts, step 1)
  */
 const CONNECT_SYMBOLS = [
   "statx",
@@ -174,33 +173,52 @@ const CONNECT_SYMBOLS = [
 ] as const satisfies readonly (keyof typeof SYMBOLS)[];
 
 let libc: Symbols | null = null;
+/** Only CONNECT_SYMBOLS are callable, and through libffi */
 let connectOnly = false;
 // The main thread's errno, seen through a typed array made once, so reading it
 // needs neither an allocation nor the ffi permission (revoked after startup).
 let errnoCell = new Int32Array(1);
 
 /**
- * Opens libc and binds SYMBOLS, or with `only: "connect"` just those that
- * connecting needs; a later call binds the rest. Needs --allow-ffi; idempotent.
+ * Opens libc and binds SYMBOLS. Needs --allow-ffi; idempotent.
+ *
+ * With `only: "connect"`, just CONNECT_SYMBOLS, called through libffi from
+ * their addresses (Deno.UnsafeFnPointer): binding a symbol the usual way
+ * compiles its call stubs (about 1 ms for the first, 0.2 ms each after),
+ * which the few calls of connecting do not need. errno after such a call
+ * is not to be trusted (Deno's own code runs between the call and the
+ * read): the one try at connecting treats every failure alike. A later
+ * call without `only` binds all of SYMBOLS the usual way.
  */
 export function openLibc(only?: "connect"): void {
   if (libc !== null && (!connectOnly || only === "connect")) return;
-  const names = only === "connect"
-    ? CONNECT_SYMBOLS
-    : (Object.keys(SYMBOLS) as (keyof typeof SYMBOLS)[]).filter((n) =>
-      libc === null || !(CONNECT_SYMBOLS as readonly string[]).includes(n)
-    );
-  const table = Object.fromEntries(names.map((n) => [n, SYMBOLS[n]]));
-  const bound = Deno.dlopen("libc.so.6", table).symbols as Partial<Symbols>;
-  if (libc === null) {
-    const where = bound.__errno_location!();
-    if (where === null) throw new Error("__errno_location() returned NULL");
-    errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(where, 4));
-    libc = { ...bound } as Symbols;
-  } else {
-    Object.assign(libc, bound);
+  if (only === "connect") {
+    const addresses = Object.fromEntries(
+      CONNECT_SYMBOLS.map((n) => [n, { type: "pointer" } as const]),
+    ) as Record<(typeof CONNECT_SYMBOLS)[number], { type: "pointer" }>;
+    const found = Deno.dlopen("libc.so.6", addresses).symbols;
+    const calls = Object.fromEntries(CONNECT_SYMBOLS.map((n) => {
+      const address = found[n];
+      if (address === null) throw new Error(`libc has no ${n}`);
+      const fn = new Deno.UnsafeFnPointer<Deno.ForeignFunction>(
+        address as Deno.PointerObject<Deno.ForeignFunction>,
+        SYMBOLS[n],
+      );
+      return [n, (...args: unknown[]) => Reflect.apply(fn.call, fn, args)];
+    }));
+    bind(calls as unknown as Symbols);
+    connectOnly = true;
+    return;
   }
-  connectOnly = only === "connect";
+  bind(Deno.dlopen("libc.so.6", SYMBOLS).symbols);
+  connectOnly = false;
+}
+
+function bind(symbols: Symbols): void {
+  const where = symbols.__errno_location();
+  if (where === null) throw new Error("__errno_location() returned NULL");
+  errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(where, 4));
+  libc = symbols;
 }
 
 function sym(): Symbols {
