@@ -127,6 +127,9 @@ export const S_IFBLK = 0o060000;
 export const O_RDONLY = 0;
 export const O_CLOEXEC = 0o2000000;
 export const O_PATH = 0o10000000;
+
+/** unshare(): a private copy of the descriptor table (uapi/linux/sched.h) */
+export const CLONE_FILES = 0x00000400;
 export function oDirectory(arch: Arch): number {
   return arch === "aarch64" ? 0o40000 : 0o200000;
 }

@@ -27,6 +27,7 @@ import {
   BPF_OBJ_NAME_LEN,
   BPF_PROG_LOAD,
   BPF_PROG_TYPE_SOCKET_FILTER,
+  CLONE_FILES,
   CMSG_HDR_SIZE,
   CMSG_LEN_OFF,
   CMSG_LEVEL_OFF,
@@ -123,6 +124,9 @@ const SYMBOLS = {
   getsockopt: { parameters: [int, int, int, buffer, buffer], result: int },
   // int close(int fd)
   close: { parameters: [int], result: int },
+  // int unshare(int flags): only CLONE_FILES, once, before hardening, so
+  // that the serving thread has a descriptor table of its own
+  unshare: { parameters: [int], result: int },
   // int fcntl(int fd, int cmd, int arg): F_DUPFD_CLOEXEC, and F_SETFL to make
   // the connection to passt blocking once connected
   fcntl: { parameters: [int, int, int], result: int },
@@ -255,6 +259,15 @@ export function close(fd: number): number {
 }
 
 const F_DUPFD_CLOEXEC = 1030;
+
+/**
+ * unshare(CLONE_FILES): this thread gets a descriptor table of its own, a
+ * copy of the process's; 0 or -errno
+ */
+export function unshareFiles(): number {
+  const r = sym().unshare(CLONE_FILES);
+  return r < 0 ? fail() : r;
+}
 
 /** fcntl(F_DUPFD_CLOEXEC): a copy on the lowest free descriptor >= min, or -errno */
 export function dupAtLeast(fd: number, min: number): number {

@@ -369,7 +369,7 @@ export function readSmallFile(path: string): string | null {
 }
 
 /** A process's open descriptors and what they point at (/proc/PID/fd) */
-export function processDescriptors(pid: number): Map<number, string> {
+export function processDescriptors(pid: number | `${number}/task/${number}`): Map<number, string> {
   const fds = new Map<number, string>();
   const target = new Uint8Array(4096);
   for (const name of directoryNames(`/proc/${pid}/fd`)) {
