@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { installTo, ROOT, runBounded } from "../support/artefact.ts";
-import { type Scratch, stopChild, switchFresh } from "../support/helper.ts";
+import { Scratch, stopChild, switchFresh } from "../support/helper.ts";
 import { acceptWithin, closeFd, unixListener } from "../support/peer_native.ts";
 import { NOBODY, sharedScratch } from "../support/reachable.ts";
 import { VERSION } from "../../src/version.ts";
@@ -202,4 +202,40 @@ Deno.test("the installed launcher's directory survives quotes, spaces and $ in i
   assert.deepEqual([run.code, run.stdout], [0, dir]);
   // And the launcher as shipped has exactly one line to fill in
   assert.throws(() => installedLauncher(launcher.replace("\ninstalled=\n", "\n"), dir));
+});
+
+Deno.test("an installed launcher runs no part of its directory's name, whatever the name holds", async () => {
+  const launcher = Deno.readTextFileSync(`${ROOT}contrib/passt-repair.sh`);
+  const scratch = new Scratch();
+  try {
+    const marker = scratch.path("ran");
+    // $` $' $& mean something to String.prototype.replace; the newlines let
+    // pasted launcher text (with its quotes) end the quoted word early
+    for (const special of ["$`", "$'", "$&", "$$", "'", "$(touch x)"]) {
+      const dir = `/nonexistent/x${special}\ntouch '${marker}'\n#`;
+      const copy = scratch.path("launcher.sh");
+      Deno.writeTextFileSync(copy, installedLauncher(launcher, dir));
+      const run = await runBounded(["/bin/sh", copy, "PATH"], {
+        seconds: 10,
+        clearEnv: true,
+        env: { PATH: "/usr/bin:/bin", DENO: "/bin/false" },
+        cwd: scratch.dir,
+      });
+      assert.deepEqual(
+        [special, run.code, run.stderr],
+        [
+          special,
+          1,
+          `passt-repair: cannot read ${dir}/passt-repair.js: keep passt-repair.js next to this launcher\n`,
+        ],
+      );
+      assert.throws(
+        () => Deno.statSync(marker),
+        Deno.errors.NotFound,
+        `${special}: it ran a command`,
+      );
+    }
+  } finally {
+    scratch.cleanup();
+  }
 });
