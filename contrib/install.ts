@@ -63,7 +63,11 @@ export function installedLauncher(launcher: string, dir: string): string {
   if (at < 0 || launcher.indexOf(INSTALLED_LINE, at + 1) >= 0) {
     throw new Error("the launcher has no single empty installed= line to fill in");
   }
-  return launcher.replace(INSTALLED_LINE, `\ninstalled=${shellQuote(dir)}\n`);
+  // Spliced, not String.replace(): its replacement string gives $' $` $&
+  // meanings, which would paste launcher text into the quoted word
+  return `${launcher.slice(0, at)}\ninstalled=${shellQuote(dir)}\n${
+    launcher.slice(at + INSTALLED_LINE.length)
+  }`;
 }
 
 /** Copies `from` to `to` through a temporary name in the same directory */

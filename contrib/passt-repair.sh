@@ -35,7 +35,11 @@ fail() {
 # about 1 ms of the helper's start-up). Empty here.
 installed=
 
-if [ -n "$installed" ]; then
+# Trusted only while this launcher is still the one installed there: a tree
+# copied elsewhere (a staged install) must not run the deno and bundle that
+# its old place holds now, nor fail. test -ef is a builtin (dash, bash,
+# busybox): no process; a shell without it takes the readlink way.
+if [ -n "$installed" ] && [ "$installed/passt-repair.sh" -ef "$0" ] 2>/dev/null; then
   dir=$installed
 else
   self=$0

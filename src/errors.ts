@@ -20,6 +20,7 @@ export function describeErrno(errno: number): string {
 export const EPERM = 1;
 export const ENOENT = 2;
 export const EINTR = 4;
+export const EIO = 5;
 export const EAGAIN = 11;
 export const EACCES = 13;
 export const EINVAL = 22;

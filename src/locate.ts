@@ -128,8 +128,14 @@ export function planFor(path: string, stat: number, wait: boolean): Plan {
  * (docs/security.md says what it does not stop).
  */
 export function peerMayServe(peerUid: number, ownerUid: number): boolean {
-  return peerUid === ownerUid || ownerUid === 0;
+  return peerUid !== NO_PEER_UID && (peerUid === ownerUid || ownerUid === 0);
 }
+
+/**
+ * The uid SO_PEERCRED gives for a socket with no peer, (uid_t)-1: never a
+ * peer, even on a root-owned socket (a connect() misread as done)
+ */
+const NO_PEER_UID = 0xffffffff;
 
 /** The line for a peer that does not own the socket it listens on */
 export function peerMismatch(shown: string, peer: PeerCredentials, ownerUid: number): string {

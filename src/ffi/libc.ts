@@ -90,6 +90,7 @@ import {
   EBPF_PROGRAM_NAME,
   type HoldKind,
 } from "../hold.ts";
+import { EIO } from "../errors.ts";
 import type { PrimingPeer, RepairNative } from "../repair.ts";
 
 // Types named after C, so that each row reads like its prototype
@@ -232,7 +233,18 @@ function sym(): Symbols {
 
 /** -errno for a failed call: only call it right after the failing call */
 function fail(): number {
-  return -errnoCell[0]!;
+  return failure(errnoCell[0]!);
+}
+
+/**
+ * -errno for a call that failed with `errno`, never 0: an errno of 0 (only
+ * possible if it was clobbered between the call and the read, which the
+ * calls bound by openLibc("connect") allow) would give -0, which passes
+ * `r === 0` and `fd >= 0`: a refused connect() would read as connected. EIO
+ * stands in for it.
+ */
+export function failure(errno: number): number {
+  return errno === 0 ? -EIO : -errno;
 }
 
 /** NUL-terminated copy of a path, as C wants it */

@@ -5,8 +5,9 @@
 // hardened locate starts from scratch and reports what it finds.
 
 import assert from "node:assert/strict";
-import { connectAtOnce } from "../../src/locate.ts";
-import { openLibc } from "../../src/ffi/libc.ts";
+import { AF_UNIX, SOCK_CLOEXEC, SOCK_STREAM } from "../../src/abi.ts";
+import { connectAtOnce, peerMayServe } from "../../src/locate.ts";
+import { openLibc, peerCredentials, socket } from "../../src/ffi/libc.ts";
 import { Scratch } from "../support/helper.ts";
 import {
   acceptWithin,
@@ -84,5 +85,20 @@ Deno.test("connectAtOnce never connects through a symbolic link nor to a socket 
   } finally {
     closeFd(listener);
     scratch.cleanup();
+  }
+});
+
+Deno.test("a socket that is not connected never passes the peer check, even on a root-owned file", () => {
+  // What a connect() misread as done would leave: the kernel still answers
+  // SO_PEERCRED, with pid 0 and uid (uid_t)-1
+  const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert.ok(fd >= 0);
+  try {
+    const peer = peerCredentials(fd);
+    assert.ok(typeof peer !== "number", "SO_PEERCRED failed");
+    assert.equal(peer.pid, 0);
+    assert.equal(peerMayServe(peer.uid, 0), false, `uid ${peer.uid} may serve`);
+  } finally {
+    closeFd(fd);
   }
 });

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { installTo, ROOT, runBounded } from "../support/artefact.ts";
-import { type Scratch, stopChild, switchFresh } from "../support/helper.ts";
+import { Scratch, stopChild, switchFresh } from "../support/helper.ts";
 import { acceptWithin, closeFd, unixListener } from "../support/peer_native.ts";
 import { NOBODY, sharedScratch } from "../support/reachable.ts";
 import { VERSION } from "../../src/version.ts";
@@ -202,4 +202,71 @@ Deno.test("the installed launcher's directory survives quotes, spaces and $ in i
   assert.deepEqual([run.code, run.stdout], [0, dir]);
   // And the launcher as shipped has exactly one line to fill in
   assert.throws(() => installedLauncher(launcher.replace("\ninstalled=\n", "\n"), dir));
+});
+
+Deno.test("an installed launcher runs no part of its directory's name, whatever the name holds", async () => {
+  const launcher = Deno.readTextFileSync(`${ROOT}contrib/passt-repair.sh`);
+  const scratch = new Scratch();
+  try {
+    const marker = scratch.path("ran");
+    // $` $' $& mean something to String.prototype.replace; the newlines let
+    // pasted launcher text (with its quotes) end the quoted word early
+    for (const special of ["$`", "$'", "$&", "$$", "'", "$(touch x)"]) {
+      // A real directory of that name, the launcher installed in it
+      const dir = `${scratch.dir}/x${special}\ntouch '${marker}'\n#`;
+      Deno.mkdirSync(dir, { recursive: true });
+      const copy = `${dir}/passt-repair.sh`;
+      Deno.writeTextFileSync(copy, installedLauncher(launcher, dir));
+      const run = await runBounded(["/bin/sh", copy, "PATH"], {
+        seconds: 10,
+        clearEnv: true,
+        env: { PATH: "/usr/bin:/bin", DENO: "/bin/false" },
+        cwd: scratch.dir,
+      });
+      assert.deepEqual(
+        [special, run.code, run.stderr],
+        [
+          special,
+          1,
+          `passt-repair: cannot read ${dir}/passt-repair.js: keep passt-repair.js next to this launcher\n`,
+        ],
+      );
+      assert.throws(
+        () => Deno.statSync(marker),
+        Deno.errors.NotFound,
+        `${special}: it ran a command`,
+      );
+    }
+  } finally {
+    scratch.cleanup();
+  }
+});
+
+Deno.test("an installed tree copied elsewhere runs its own deno and bundle, never those of the place it was installed", async () => {
+  const launcher = Deno.readTextFileSync(`${ROOT}contrib/passt-repair.sh`);
+  const scratch = new Scratch();
+  try {
+    // Installed in `old` (say a staging folder, since deleted and made
+    // again by someone else), then copied to `moved`
+    const old = scratch.path("old"), moved = scratch.path("moved");
+    for (const [dir, who] of [[old, "old"], [moved, "moved"]] as const) {
+      Deno.mkdirSync(dir);
+      Deno.writeTextFileSync(`${dir}/passt-repair.sh`, installedLauncher(launcher, old));
+      Deno.writeTextFileSync(`${dir}/passt-repair.js`, "");
+      Deno.writeTextFileSync(`${dir}/deno`, `#!/bin/sh\necho ${who}\n`);
+      Deno.chmodSync(`${dir}/deno`, 0o755);
+    }
+    const env = { PATH: "/usr/bin:/bin" };
+    const ran = async (launcherPath: string) => {
+      const run = await runBounded(["/bin/sh", launcherPath], { seconds: 10, clearEnv: true, env });
+      return [run.code, run.stdout, run.stderr];
+    };
+    assert.deepEqual(await ran(`${moved}/passt-repair.sh`), [0, "moved\n", ""]);
+    // Where it was installed, and through a link to it, it knows its place
+    assert.deepEqual(await ran(`${old}/passt-repair.sh`), [0, "old\n", ""]);
+    Deno.symlinkSync(`${old}/passt-repair.sh`, scratch.path("bin-passt-repair"));
+    assert.deepEqual(await ran(scratch.path("bin-passt-repair")), [0, "old\n", ""]);
+  } finally {
+    scratch.cleanup();
+  }
 });

@@ -128,6 +128,8 @@ Deno.test("peerMayServe() takes the owner of the socket file, or anyone root gav
   assert.equal(peerMayServe(1001, 1000), false);
   // passt started as root: binds as root, listens as nobody
   assert.equal(peerMayServe(65534, 0), true);
+  // A socket with no peer: SO_PEERCRED says uid (uid_t)-1
+  assert.equal(peerMayServe(0xffffffff, 0), false);
   assert.equal(
     peerMismatch("/run/vm.repair", { pid: 42, uid: 0, gid: 0 }, 65534),
     "/run/vm.repair: it belongs to uid 65534, but the process accepting on it (pid 42) runs as uid 0",
