@@ -540,7 +540,7 @@ export const SERVING_CALLS: readonly AllowedCall[] = [
 /**
  * Calls the second stage refuses with EPERM even with --seccomp-kill: the
  * runtime tries them at times, and carries on when refused. They are refused
- * all the same (no file opens, no prctl() of any kind), only not by killing. After its first
+ * all the same (no file opens or lookups, no prctl() of any kind), only not by killing. After its first
  * garbage collections the runtime reads
  * /sys/devices/system/cpu/cpu0/tsc_freq_khz once (and calibrates by sleeping
  * when it cannot) and /proc/sys/vm/overcommit_memory (and assumes a default
@@ -561,6 +561,17 @@ export const SERVING_SOFT_REFUSALS: readonly AllowedCall[] = [
     167,
     "a thread starting late names itself (PR_SET_NAME) and carries on if refused",
   ),
+  // Deno opens its caches (SQLite files in DENO_DIR) on threads of its own as
+  // it starts; on a loaded machine one can still be at it when the second
+  // stage comes, and SQLite looks its file up before opening it, then deletes
+  // one it cannot open. Refused, Deno carries on without that cache.
+  allowed("lstat", 6, null, "a late cache thread: SQLite resolves its file's path"),
+  allowed("stat", 4, null, "the same"),
+  allowed("newfstatat", 262, null, "the same, through a newer glibc"),
+  allowed("fstatat", null, 79, "the same on aarch64, where its header calls newfstatat this"),
+  allowed("statx", 332, 291, "the same, through a newer glibc"),
+  allowed("unlink", 87, null, "a late cache thread deletes a cache it could not open"),
+  allowed("unlinkat", 263, 35, "the same, on aarch64"),
 ];
 
 /** The descriptor the second stage's recvmsg() and sendto() are limited to */

@@ -8,7 +8,9 @@
 // libc is opened by openLibc(), never at import time, so modules that import
 // this one can be unit-tested without --allow-ffi. Wrappers return the result,
 // or -errno on failure; errno is read in the same expression, right after the
-// synchronous call, because any other JS or Deno call in between may clobber it.
+// synchronous call, because any other JS or Deno call in between may clobber it
+// (which the few calls openLibc("connect") makes through libffi allow: their
+// one user treats every failure alike).
 // Buffers are passed as "buffer" (a Uint8Array), never as raw pointers, except
 // inside structs (msghdr, iovec, sock_fprog, bpf_attr), whose addresses are
 // computed once before the ffi permission is revoked.
