@@ -9,7 +9,7 @@
 //   DENO_NO_UPDATE_CHECK=1 deno run --allow-ffi --allow-run --allow-read \
 //     --allow-write --allow-env=PASST_REPAIR_BIN bench/bench.ts
 //
-// Needs root (or CAP_NET_ADMIN) and gcc; takes well under a minute with the
+// Needs root (or CAP_NET_ADMIN), gcc and taskset (util-linux); takes well under a minute with the
 // defaults. What it compares (docs/performance.md):
 //
 // - ours: the helper as operators run it, installed by `deno task install`
