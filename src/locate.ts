@@ -162,8 +162,7 @@ export function linkProblem(nlink: number): string | null {
 export function locateAndConnect(path: string, options: LocateOptions): Located {
   const deadline = Deadline.after(options.timeout);
   const shown = show(path);
-  const status = libc.statx(AT_FDCWD, cPath(path), 0);
-  const plan = planFor(path, typeof status === "number" ? status : status.mode, options.wait);
+  const plan = planOf(path, options.wait);
   switch (plan.kind) {
     case "stat-failed":
       throw new SyscallError("statx", plan.errno, `Can't stat() ${shown}`);
@@ -179,6 +178,12 @@ export function locateAndConnect(path: string, options: LocateOptions): Located 
     case "await-name":
       return new DirectoryWait(plan.dir, plan.name, deadline, options).run();
   }
+}
+
+/** planFor() with PATH's status as it is now (links followed) */
+function planOf(path: string, wait: boolean): Plan {
+  const status = libc.statx(AT_FDCWD, cPath(path), 0);
+  return planFor(path, typeof status === "number" ? status : status.mode, wait);
 }
 
 // ---- one entry: open it without following it, connect through it ----
@@ -382,8 +387,7 @@ function attemptSocket(dir: string, name: string, shown: string): SocketAttempt 
  * peer's credentials, and needs only libc's connect symbols.
  */
 export function connectAtOnce(path: string): Located | null {
-  const status = libc.statx(AT_FDCWD, cPath(path), 0);
-  if (typeof status === "number" || kindOfMode(status.mode) !== "socket") return null;
+  if (planOf(path, false).kind !== "socket") return null;
   const { dir, name } = splitPath(path);
   try {
     const tried = attemptSocket(dir, name, show(path));

@@ -211,7 +211,7 @@ export function openLibc(only?: "connect"): void {
         address as Deno.PointerObject<Deno.ForeignFunction>,
         SYMBOLS[n],
       );
-      return [n, (...args: unknown[]) => Reflect.apply(fn.call, fn, args)];
+      return [n, fn.call.bind(fn)];
     }));
     bind(calls as unknown as Symbols);
     connectOnly = true;
