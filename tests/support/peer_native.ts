@@ -368,6 +368,18 @@ export function readSmallFile(path: string): string | null {
   }
 }
 
+/** The "Key: value" lines of a /proc status file, or null if it cannot be read */
+export function statusFields(path: string): Map<string, string> | null {
+  const text = readSmallFile(path);
+  if (text === null) return null;
+  const fields = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    const colon = line.indexOf(":");
+    if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1).trim());
+  }
+  return fields;
+}
+
 /** A process's open descriptors and what they point at (/proc/PID/fd) */
 export function processDescriptors(pid: number | `${number}/task/${number}`): Map<number, string> {
   const fds = new Map<number, string>();

@@ -21,9 +21,9 @@ import {
   closeFd,
   pendingConnection,
   readReply,
-  readSmallFile,
   repairState,
   sendCommand,
+  statusFields,
   tcpConnections,
   unixListener,
 } from "../support/peer_native.ts";
@@ -34,10 +34,8 @@ const SUPPORT = new URL("../support/", import.meta.url).pathname;
 
 /** NoNewPrivs, Seccomp and Seccomp_filters of /proc/PID/status */
 function confinement(pid: number): string[] {
-  const text = readSmallFile(`/proc/${pid}/status`) ?? "";
-  return ["NoNewPrivs", "Seccomp", "Seccomp_filters"].map((key) =>
-    text.match(new RegExp(`^${key}:\\s*(\\S+)$`, "m"))?.[1] ?? `no ${key}`
-  );
+  const fields = statusFields(`/proc/${pid}/status`);
+  return ["NoNewPrivs", "Seccomp", "Seccomp_filters"].map((key) => fields?.get(key) ?? `no ${key}`);
 }
 
 Deno.test("a message sent the moment the helper connects is read only once both seccomp stages are on", async () => {

@@ -10,9 +10,9 @@ import {
   directoryNames,
   fileOwner,
   readReply,
-  readSmallFile,
   repairState,
   sendCommand,
+  statusFields,
   tcpConnections,
   unixListener,
 } from "../support/peer_native.ts";
@@ -48,13 +48,8 @@ const SUPPORT = new URL("../support/", import.meta.url).pathname;
 
 /** "Key:\tvalue" lines of /proc/PID/status (or /proc/PID/task/TID/status) */
 function status(path: string): Map<string, string> {
-  const text = readSmallFile(path);
-  assert.ok(text !== null, `can read ${path}`);
-  const fields = new Map<string, string>();
-  for (const line of text.split("\n")) {
-    const colon = line.indexOf(":");
-    if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1).trim());
-  }
+  const fields = statusFields(path);
+  assert.ok(fields !== null, `can read ${path}`);
   return fields;
 }
 
