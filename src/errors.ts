@@ -24,6 +24,7 @@ export const EIO = 5;
 export const EAGAIN = 11;
 export const EACCES = 13;
 export const EINVAL = 22;
+export const ENOSYS = 38;
 export const ECONNRESET = 104;
 export const ECONNREFUSED = 111;
 

@@ -492,6 +492,12 @@ export const SERVING_CALLS: readonly AllowedCall[] = [
   allowed("close", 3, 57, "our copy of each descriptor, after the reply"),
   allowed("recvmsg", 47, 212, "each command from passt, on passt's socket only"),
   allowed("sendto", 44, 206, "each reply to passt (send() is sendto()), on passt's socket only"),
+  allowed(
+    "close_range",
+    436,
+    436,
+    "our copies of a message's descriptors at once, when their numbers run on",
+  ),
   allowed("getsockopt", 55, 209, "socket-level options (SO_COOKIE, SO_GET_FILTER) only"),
   allowed("write", 1, 64, "the one error line, and --verbose lines, on stderr only"),
   // Deno's threads: waiting, waking, memory

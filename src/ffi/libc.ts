@@ -92,7 +92,7 @@ import {
   EBPF_PROGRAM_NAME,
   type HoldKind,
 } from "../hold.ts";
-import { EIO } from "../errors.ts";
+import { EIO, ENOSYS } from "../errors.ts";
 import type { PrimingPeer, RepairNative } from "../repair.ts";
 
 // Types named after C, so that each row reads like its prototype
@@ -127,6 +127,11 @@ const SYMBOLS = {
   getsockopt: { parameters: [int, int, int, buffer, buffer], result: int },
   // int close(int fd)
   close: { parameters: [int], result: int },
+  // int close_range(unsigned int first, unsigned int last, int flags): our
+  // copies of a message's descriptors in one call when their numbers run on
+  // (Linux 5.9, glibc 2.34). Optional: null where libc lacks it, and then
+  // each is closed on its own, as where the kernel lacks it (ENOSYS).
+  close_range: { parameters: [uint, uint, int], result: int, optional: true },
   // int unshare(int flags): only CLONE_FILES, once, before hardening, so
   // that the serving thread has a descriptor table of its own
   unshare: { parameters: [int], result: int },
@@ -269,6 +274,17 @@ export function connect(fd: number, address: Uint8Array, length: number): number
 /** close(): 0 or -errno */
 export function close(fd: number): number {
   const r = sym().close(fd);
+  return r < 0 ? fail() : r;
+}
+
+/**
+ * close_range(first, last, 0): 0, or -errno when it closed nothing; -ENOSYS
+ * where libc (before 2.34) or the kernel (before 5.9) lacks it
+ */
+export function closeRange(first: number, last: number): number {
+  const call = sym().close_range;
+  if (call === null) return -ENOSYS;
+  const r = call(first, last, 0);
   return r < 0 ? fail() : r;
 }
 
@@ -668,6 +684,10 @@ export class Channel implements RepairNative {
 
   close(fd: number): void {
     sym().close(fd);
+  }
+
+  closeRange(first: number, last: number): number {
+    return closeRange(first, last);
   }
 
   get holdKind(): HoldKind {

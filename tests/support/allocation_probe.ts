@@ -55,6 +55,9 @@ class LeakyNative implements RepairNative {
   close(fd: number): void {
     this.inner.close(fd);
   }
+  closeRange(first: number, last: number): number {
+    return this.inner.closeRange(first, last);
+  }
   get holdKind(): HoldKind {
     return this.inner.holdKind;
   }

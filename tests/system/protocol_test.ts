@@ -192,6 +192,51 @@ Deno.test("after every command the helper holds only the descriptors it held bef
     }
   }));
 
+/** The one child of `pid` (a process started through a wrapper), waited for */
+async function childOf(pid: number): Promise<number> {
+  let child = 0;
+  await waitUntil(
+    () => {
+      for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+        const text = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
+        if (text !== "") child = Number(text.split(" ")[0]);
+      }
+      return child !== 0;
+    },
+    10000,
+    `a child of ${pid}`,
+  );
+  return child;
+}
+
+Deno.test("with close_range() refused, as before Linux 5.9, every descriptor is still closed", () =>
+  withSession(
+    async (s) => {
+      // s.helper is the wrapper; the helper is its child
+      const pid = await childOf(s.helper.pid);
+      const tcp = s.adopt(tcpConnections(4, 40));
+      await idle(pid);
+      const before = openDescriptors(pid);
+      for (const cmd of [ON, OFF, ON, OFF_NO_WP]) {
+        roundTrip(s, cmd, tcp.local);
+        await idle(pid);
+        assert.deepEqual(openDescriptors(pid), before, `after command ${cmd}`);
+      }
+      for (const fd of tcp.local) assert.equal(repairState(fd), 0);
+    },
+    [],
+    {
+      prefix: [
+        Deno.execPath(),
+        "run",
+        "--allow-ffi",
+        "--allow-run",
+        new URL("../support/deny_seccomp.ts", import.meta.url).pathname,
+        "--refuse=close_range",
+      ],
+    },
+  ));
+
 Deno.test("a descriptor limit too low for the batch: MSG_CTRUNC detected, nothing switched", () =>
   withSession(async (s) => {
     await idle(s.helper.pid);

@@ -67,6 +67,10 @@ class FakeNative implements RepairNative {
   close(fd: number): void {
     this.closed.push(fd);
   }
+  closeRange(first: number, last: number): number {
+    for (let fd = first; fd <= last; fd++) this.closed.push(fd);
+    return 0;
+  }
   // The input hold: these sessions do not turn it on
   readonly holdKind = "ebpf";
   filterLength(): number {

@@ -70,6 +70,18 @@ class FakeNative implements RepairNative {
   close(fd: number): void {
     this.calls.push(`close ${fd}`);
   }
+  /** close_range()'s result: 0, or -errno (nothing closed) */
+  rangeResult = 0;
+  /** Every close_range() asked for, as "first-last" */
+  readonly ranges: string[] = [];
+  // Recorded as the closes it stands for, so that the order of effects
+  // reads the same whichever way a run was closed
+  closeRange(first: number, last: number): number {
+    this.ranges.push(`${first}-${last}`);
+    if (this.rangeResult !== 0) return this.rangeResult;
+    for (let fd = first; fd <= last; fd++) this.calls.push(`close ${fd}`);
+    return 0;
+  }
   #hold(call: string): number {
     this.calls.push(call);
     return this.holdFailures.get(call) ?? 0;
@@ -118,6 +130,46 @@ unit("RepairSession switches every socket, replies, then closes", () => {
     "close 9",
     "recvmsg",
   ]);
+});
+
+unit("RepairSession closes each run of consecutive descriptors with one close_range()", () => {
+  const native = new FakeNative([
+    { result: 1, byte: 1, fds: [7, 8, 9] },
+    { result: 1, byte: 0, fds: [4, 5, 9, 11, 12, 3] },
+    { result: 1, byte: 1, fds: [6] },
+  ]);
+  assert.equal(new RepairSession(native).serve(), "eof");
+  // A lone descriptor is closed by close(); 9 and 3 break their runs
+  assert.deepEqual(native.ranges, ["7-9", "4-5", "11-12"]);
+  assert.deepEqual(native.calls.filter((c) => c.startsWith("close")), [
+    ...["close 7", "close 8", "close 9"],
+    ...["close 4", "close 5", "close 9", "close 11", "close 12", "close 3"],
+    "close 6",
+  ]);
+});
+
+unit("RepairSession closes one by one once close_range() has failed, and never asks again", () => {
+  const native = new FakeNative([
+    { result: 1, byte: 1, fds: [7, 8, 9] },
+    { result: 1, byte: 0, fds: [7, 8] },
+  ]);
+  native.rangeResult = -38; // ENOSYS: a kernel before 5.9
+  assert.equal(new RepairSession(native).serve(), "eof");
+  assert.deepEqual(native.ranges, ["7-9"]);
+  assert.deepEqual(native.calls, [
+    ...["recvmsg", "set 7 1", "set 8 1", "set 9 1", "reply 1"],
+    ...["close 7", "close 8", "close 9"],
+    ...["recvmsg", "set 7 0", "set 8 0", "reply 0", "close 7", "close 8", "recvmsg"],
+  ]);
+});
+
+unit("RepairSession never closes a number between two descriptors that do not run on", () => {
+  // 5 and 7 are both ours, 6 is not: no close_range(5, 7)
+  const native = new FakeNative([{ result: 1, byte: 1, fds: [5, 7] }]);
+  native.failures.set(7, -95);
+  failure(() => new RepairSession(native).serve());
+  assert.deepEqual(native.ranges, []);
+  assert.deepEqual(native.calls.filter((c) => c.startsWith("close")), ["close 5", "close 7"]);
 });
 
 unit("RepairSession passes OFF_NO_WP as -1 and echoes the byte 0xff", () => {
