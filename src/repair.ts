@@ -65,11 +65,20 @@ export interface PrimingPeer {
  * How prime() exercises the message path: PRIME_ROUNDS messages, every
  * PRIME_FULL_EVERY-th of them carrying SCM_MAX_FD descriptors and the rest
  * one. Many small rounds let the JIT compile receive, switch, reply and
- * close; the full ones run the loops at the size passt sends. Measured with
- * `deno task bench` (first command after 2 s idle; docs/performance.md).
+ * close; the full ones run the loops at the size passt sends.
+ *
+ * V8 compiles a function with Maglev once it has run enough (about 400 calls
+ * for a small one, Deno 2.9.6). The per-descriptor functions get there
+ * early; the per-message ones (step, receive, reply) only after about 600
+ * rounds (--v8-flags=--trace-opt). With 400 rounds they stayed in V8's
+ * baseline code, and the first command after an idle took 55-60 µs from
+ * recvmsg() to the first setsockopt(), against 35-45 µs with 800 (ftrace,
+ * helper and peer on one CPU; docs/performance.md). The last 200 rounds
+ * give the background compiler time to finish, so that its code is in
+ * place before passt's first message rather than installed during it.
  */
-const PRIME_ROUNDS = 400;
-const PRIME_FULL_EVERY = 50;
+const PRIME_ROUNDS = 800;
+const PRIME_FULL_EVERY = 100;
 
 /** Observes each carried-out command (for --verbose) */
 export type CommandObserver = (cmd: number, sockets: number, micros: number) => void;

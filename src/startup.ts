@@ -44,7 +44,7 @@
 //     allow-list: after priming (it refuses the socket calls priming makes)
 //     and before the first recvmsg() from passt.
 //
-// What each step costs, measured: the README, "Performance".
+// What each step costs, measured: docs/performance.md.
 
 import { AF_INET, SOCK_CLOEXEC, SOCK_STREAM } from "./abi.ts";
 import { type CapabilityResult, checkCapability, checkHold } from "./capability.ts";
