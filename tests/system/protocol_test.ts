@@ -6,10 +6,12 @@ import { SCM_CREDENTIALS, SOL_SOCKET } from "../../src/abi.ts";
 import {
   closeAll,
   controlMessage,
+  directoryNames,
   drainNow,
   type Family,
   pipe,
   readReply,
+  readSmallFile,
   repairState,
   sendCommand,
   sendRaw,
@@ -197,8 +199,9 @@ async function childOf(pid: number): Promise<number> {
   let child = 0;
   await waitUntil(
     () => {
-      for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-        const text = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
+      // Through the FFI: Deno's file API wants every permission for /proc
+      for (const tid of directoryNames(`/proc/${pid}/task`)) {
+        const text = readSmallFile(`/proc/${pid}/task/${tid}/children`)?.trim() ?? "";
         if (text !== "") child = Number(text.split(" ")[0]);
       }
       return child !== 0;
