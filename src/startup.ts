@@ -60,7 +60,7 @@ import {
 import { describeDropFilter, describeHoldNote } from "./hold.ts";
 import type { Located } from "./locate.ts";
 import { commandName } from "./protocol.ts";
-import { type HoldNote, RepairSession } from "./repair.ts";
+import { describeCommand, type HoldNote, RepairSession } from "./repair.ts";
 
 /** The table is grown to hold at least this descriptor number */
 export const PREGROW_FD = 1023;
@@ -164,9 +164,7 @@ function connected(
     ...(options.verbose
       ? {
         onCommand: (cmd: number, sockets: number, micros: number) =>
-          log(
-            `${commandName(cmd)} for ${sockets} socket${sockets === 1 ? "" : "s"} in ${micros} µs`,
-          ),
+          log(describeCommand(cmd, sockets, micros)),
         onHoldNote: (note: HoldNote) => log(describeHoldNote(commandName(note.cmd), note)),
       }
       : {}),

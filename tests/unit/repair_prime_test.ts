@@ -148,6 +148,31 @@ Deno.test("prime() counts nothing and observes nothing", () => {
   assert.deepEqual([seen, session.commands], [[TCP_REPAIR_ON], 1]);
 });
 
+Deno.test("prime() reads the clock as serving does: with an observer, and only then", () => {
+  // The branch passt's commands take must be taken while priming too (V8
+  // compiles what it has seen), so performance.now() is read around each
+  // primed message when there is an observer, and never without one
+  const realNow = performance.now;
+  let reads = 0;
+  performance.now = () => {
+    reads++;
+    return realNow.call(performance);
+  };
+  try {
+    const native = new FakeNative();
+    new RepairSession(native).prime(new FakePeer(native, 42), 5);
+    assert.equal(reads, 0, "no observer, no clock");
+    const observed = new FakeNative();
+    const seen: number[] = [];
+    new RepairSession(observed, { onCommand: (cmd) => seen.push(cmd) })
+      .prime(new FakePeer(observed, 42), 5);
+    assert.equal(reads, 2 * 5, "twice per primed message");
+    assert.deepEqual(seen, [], "the observer itself is told nothing");
+  } finally {
+    performance.now = realNow;
+  }
+});
+
 Deno.test("prime() without the capability stops at the first refusal, leaking nothing", () => {
   const native = new FakeNative();
   native.refuse = true;

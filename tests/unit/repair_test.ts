@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { cmsgLen, CONTROL_SIZE, MSG_CTRUNC, SCM_RIGHTS, SOL_SOCKET } from "../../src/abi.ts";
 import { PasstRepairError } from "../../src/errors.ts";
 import type { HoldKind } from "../../src/hold.ts";
-import { epermHint, type RepairNative, RepairSession } from "../../src/repair.ts";
+import { describeCommand, epermHint, type RepairNative, RepairSession } from "../../src/repair.ts";
 import { unit } from "./_unit.ts";
 
 /** One scripted recvmsg() result */
@@ -462,4 +462,10 @@ unit("a cookie that cannot be read after the reply takes the filter off again an
     "close 9",
   ]);
   assert.equal(session.held, 1, "socket 7 was recorded and stays held");
+});
+
+unit("describeCommand() makes the --verbose line, one socket or several", () => {
+  assert.equal(describeCommand(1, 1, 5), "ON for 1 socket in 5 µs");
+  assert.equal(describeCommand(-1, 253, 412), "OFF_NO_WP for 253 sockets in 412 µs");
+  assert.equal(describeCommand(0, 2, 0), "OFF for 2 sockets in 0 µs");
 });
