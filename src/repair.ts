@@ -88,13 +88,17 @@ export function describeCommand(cmd: number, sockets: number, micros: number): s
   return `${commandName(cmd)} for ${sockets} socket${sockets === 1 ? "" : "s"} in ${micros} µs`;
 }
 
+/** The --verbose observer: makes each command's line and hands it to `log` */
+export function commandLogger(log: (line: string) => void): CommandObserver {
+  return (cmd, sockets, micros) => log(describeCommand(cmd, sockets, micros));
+}
+
 /**
- * What prime() observes with when the session has an observer: the line is
- * made, so that its code is compiled too, and dropped
+ * What prime() observes with when the session has an observer: the same
+ * code as commandLogger()'s, so that V8 has compiled it before passt's
+ * first command, with the lines dropped
  */
-const primingObserver: CommandObserver = (cmd, sockets, micros) => {
-  describeCommand(cmd, sockets, micros);
-};
+const primingObserver: CommandObserver = commandLogger(() => {});
 
 /** A socket of an answered command that the input hold left as it was */
 export interface HoldNote {

@@ -60,7 +60,7 @@ import {
 import { describeDropFilter, describeHoldNote } from "./hold.ts";
 import type { Located } from "./locate.ts";
 import { commandName } from "./protocol.ts";
-import { describeCommand, type HoldNote, RepairSession } from "./repair.ts";
+import { commandLogger, type HoldNote, RepairSession } from "./repair.ts";
 
 /** The table is grown to hold at least this descriptor number */
 export const PREGROW_FD = 1023;
@@ -163,8 +163,7 @@ function connected(
     hold: found.hold,
     ...(options.verbose
       ? {
-        onCommand: (cmd: number, sockets: number, micros: number) =>
-          log(describeCommand(cmd, sockets, micros)),
+        onCommand: commandLogger(log),
         onHoldNote: (note: HoldNote) => log(describeHoldNote(commandName(note.cmd), note)),
       }
       : {}),
