@@ -88,18 +88,6 @@ export function describeCommand(cmd: number, sockets: number, micros: number): s
   return `${commandName(cmd)} for ${sockets} socket${sockets === 1 ? "" : "s"} in ${micros} µs`;
 }
 
-/** The --verbose observer: makes each command's line and hands it to `log` */
-export function commandLogger(log: (line: string) => void): CommandObserver {
-  return (cmd, sockets, micros) => log(describeCommand(cmd, sockets, micros));
-}
-
-/**
- * What prime() observes with when the session has an observer: the same
- * code as commandLogger()'s, so that V8 has compiled it before passt's
- * first command, with the lines dropped
- */
-const primingObserver: CommandObserver = commandLogger(() => {});
-
 /** A socket of an answered command that the input hold left as it was */
 export interface HoldNote {
   readonly cmd: number;
@@ -114,7 +102,10 @@ export interface HoldNote {
 }
 
 export interface SessionOptions {
-  /** Called after each reply; when absent, no clock is read at all */
+  /**
+   * Called after each reply, priming's included (keep it quiet while
+   * prime() runs); when absent, no clock is read at all
+   */
   onCommand?: CommandObserver;
   /**
    * What the startup check found: true if this process may set TCP_REPAIR,
@@ -148,8 +139,8 @@ export function epermHint(capable: boolean | undefined): string {
 export class RepairSession {
   readonly #native: RepairNative;
   readonly #capable: boolean | undefined;
-  // Absent while priming: priming's commands are not passt's
-  #onCommand: CommandObserver | undefined;
+  // Told about priming's messages too (prime())
+  readonly #onCommand: CommandObserver | undefined;
   #onHoldNote: ((note: HoldNote) => void) | undefined;
   readonly #hold: InputHold | null;
   // Whether #switchAll() stopped at the hold rather than at TCP_REPAIR
@@ -290,18 +281,20 @@ export class RepairSession {
    * for. The descriptors are copies of a throwaway TCP socket of ours; each
    * is switched and closed like passt's. Returns the rounds served: fewer
    * when a switch is refused (no CAP_NET_ADMIN here), which only forgoes
-   * the speed-up. Counts and observes nothing.
+   * the speed-up. Counts nothing; tells the command observer, which the
+   * caller keeps quiet meanwhile.
    */
   prime(peer: PrimingPeer, rounds = PRIME_ROUNDS, fullEvery = PRIME_FULL_EVERY): number {
-    const observer = this.#onCommand;
+    // The command observer is told about priming's messages too, so that
+    // step() takes the branch it takes for passt's (--verbose: clock reads,
+    // the call, the line): the caller keeps it quiet meanwhile. Priming with
+    // no observer left passt's first command to deoptimize step() and to
+    // make the process's first call of performance.now() (compiled on
+    // first use): 800-1100 µs instead of 130-160 µs; with an observer of its
+    // own, the first report deoptimized step() (another call target), and
+    // the next command ran in baseline code (ftrace, --log-deopt;
+    // docs/performance.md). Hold notes are rare: none while priming.
     const noteObserver = this.#onHoldNote;
-    // With --verbose, step() reads the clock around each message and makes
-    // a line: priming must take that branch too, with an observer that
-    // drops the line. Left untaken, passt's first command deoptimized
-    // step() and made the process's first call of performance.now()
-    // (compiled on first use): 800-1100 µs instead of 130-160 µs (ftrace,
-    // one CPU; docs/performance.md).
-    this.#onCommand = observer === undefined ? undefined : primingObserver;
     this.#onHoldNote = undefined;
     let served = 0;
     try {
@@ -315,7 +308,6 @@ export class RepairSession {
       // A refused switch: step() has closed what it received
       if (!(e instanceof PasstRepairError)) throw e;
     } finally {
-      this.#onCommand = observer;
       this.#onHoldNote = noteObserver;
       this.#commands = 0;
     }

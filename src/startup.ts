@@ -58,9 +58,10 @@ import {
   type ServingConfinement,
 } from "./harden.ts";
 import { describeDropFilter, describeHoldNote } from "./hold.ts";
+import { printLine } from "./log.ts";
 import type { Located } from "./locate.ts";
 import { commandName } from "./protocol.ts";
-import { commandLogger, type HoldNote, RepairSession } from "./repair.ts";
+import { describeCommand, type HoldNote, RepairSession } from "./repair.ts";
 
 /** The table is grown to hold at least this descriptor number */
 export const PREGROW_FD = 1023;
@@ -158,17 +159,26 @@ function connected(
   const { fd, shown, peer: cred } = located;
   log(`connected to ${shown} (peer pid ${cred.pid}, uid ${cred.uid}, gid ${cred.gid})`);
   growDescriptorTable();
+  // Whether the --verbose line is quiet (priming): an array element, not a
+  // variable, because V8 takes a variable it has seen hold one value for a
+  // constant, and throws away the code built on it (step() with this
+  // observer inlined) when it changes (--log-deopt: "dependent context cell
+  // state changed")
+  const quiet = new Uint8Array([1]);
   const session = new RepairSession(channel, {
     capable: found.capability.allowed,
     hold: found.hold,
     ...(options.verbose
       ? {
-        onCommand: commandLogger(log),
+        // Quiet while priming: the line is made and written, as no bytes
+        onCommand: (cmd: number, sockets: number, micros: number) =>
+          printLine(describeCommand(cmd, sockets, micros), quiet[0] === 1),
         onHoldNote: (note: HoldNote) => log(describeHoldNote(commandName(note.cmd), note)),
       }
       : {}),
   });
   primeSession(session, channel, peer);
+  quiet[0] = 0;
   channel.attach(fd);
   // Before passt's first message: from here on, only what serving needs
   // (receive and reply on passt's socket, TCP_REPAIR and the hold's filters,
