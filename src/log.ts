@@ -10,6 +10,8 @@ const encoder = new TextEncoder();
 function writeBytes(file: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
   do {
     const n = file.writeSync(bytes);
+    // Nothing taken: stop rather than spin (a quiet line ends here too)
+    if (n <= 0) break;
     bytes = bytes.subarray(n);
   } while (bytes.length > 0);
 }

@@ -496,7 +496,7 @@ export const SERVING_CALLS: readonly AllowedCall[] = [
     "close_range",
     436,
     436,
-    "our copies of a message's descriptors at once, when their numbers run on",
+    "our copies of a message's descriptors at once, when their numbers run on; flags 0 only",
   ),
   allowed("getsockopt", 55, 209, "socket-level options (SO_COOKIE, SO_GET_FILTER) only"),
   allowed("write", 1, 64, "the one error line, and --verbose lines, on stderr only"),
@@ -605,6 +605,7 @@ export function buildServingFilter(arch: string, options: FilterOptions = {}): S
     sendto: "peer",
     getsockopt: "getsockopt",
     write: "write",
+    close_range: "close-range",
   };
   const soft = SERVING_SOFT_REFUSALS.filter((c) => c[a] !== null);
   const items: Item[] = [
@@ -640,6 +641,12 @@ export function buildServingFilter(arch: string, options: FilterOptions = {}): S
     label("write"),
     load(SECCOMP_DATA_ARG0_LO),
     jump(BPF_JEQ, STDERR, "allow", "refuse"),
+    // close_range(first, last, flags): flags 0, nothing but closing (no
+    // CLOSE_RANGE_UNSHARE, no CLOSE_RANGE_CLOEXEC). The kernel takes the
+    // flags as an unsigned int: the low half is all there is.
+    label("close-range"),
+    load(SECCOMP_DATA_ARG2_LO),
+    jump(BPF_JEQ, 0, "allow", "refuse"),
     // Verdicts: classic BPF jumps only forward, so they come last
     label("allow"),
     ALLOW,

@@ -121,6 +121,7 @@ for (const arch of ARCHES) {
       sendto: [BigInt(PEER)],
       getsockopt: [PEER, 1n, 57n].map(BigInt),
       write: [2n],
+      close_range: [10n, 262n, 0n],
     };
     for (const c of listed) {
       assert.ok(c.why.length > 10, `${c.name} has a reason`);
@@ -186,6 +187,22 @@ for (const arch of ARCHES) {
       }
     },
   );
+
+  unit(`buildServingFilter() on ${arch} lets close_range() close, with flags 0 only`, () => {
+    const f = bound(arch);
+    const closeRange = nr(arch, "close_range");
+    assert.equal(run(f, closeRange, [10n, 262n, 0n]), ALLOW);
+    // The high half of the unsigned int flags is ignored by the kernel
+    assert.equal(run(f, closeRange, [10n, 262n, 1n << 32n]), ALLOW, "high half");
+    for (
+      const [flags, what] of [[2n, "CLOSE_RANGE_UNSHARE"], [4n, "CLOSE_RANGE_CLOEXEC"], [
+        6n,
+        "both",
+      ]] as const
+    ) {
+      assert.equal(run(f, closeRange, [10n, 262n, flags]), EPERM, what);
+    }
+  });
 
   unit(`buildServingFilter() on ${arch} lets getsockopt() read socket-level options only`, () => {
     const f = bound(arch);
