@@ -5,6 +5,9 @@
 // src/seccomp.ts may use, and rejects anything else: an unknown opcode, a
 // jump out of the program, a path that runs off its end.
 
+import assert from "node:assert/strict";
+import { BPF_MAXINSNS } from "../../src/seccomp.ts";
+
 /** The input of a seccomp filter: struct seccomp_data */
 export interface SeccompData {
   nr: number;
@@ -36,6 +39,25 @@ export function decode(program: Uint8Array): [number, number, number, number][] 
     ]);
   }
   return out;
+}
+
+/**
+ * Asserts what the kernel asks of a seccomp program before it installs one:
+ * `length` instructions, 1 to BPF_MAXINSNS of them, every jump inside it,
+ * a return last; and that it starts by loading the audit architecture
+ */
+export function assertWellFormed(program: Uint8Array, length: number): void {
+  const insns = decode(program);
+  assert.equal(insns.length, length);
+  assert.ok(insns.length > 0 && insns.length <= BPF_MAXINSNS);
+  insns.forEach(([code, jt, jf], pc) => {
+    if ((code & 0x07) === 0x05) {
+      assert.ok(pc + 1 + Math.max(jt, jf) < insns.length, `jump at ${pc} stays inside`);
+    }
+  });
+  assert.equal(insns.at(-1)![0], 0x06, "ends with a return");
+  // The first thing it does is look at the architecture
+  assert.deepEqual(insns[0], [0x20, 0, 0, 4]);
 }
 
 /** Runs the program on `data`; returns the 32-bit action value */
