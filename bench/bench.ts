@@ -1225,7 +1225,6 @@ function startVerdicts(rows: StartRow[]): string[] {
   const get = (label: string) => own.find((r) => r.label === label)!.figures;
   const start = get("start to connected");
   const rss = get("peak RSS when connected (VmHWM)");
-  const anon = get("private memory when connected (RssAnon)");
   const idle = own.filter((r) => r.label.startsWith("first command after")).map((r) => r.figures);
   const mark = (ok: boolean) => ok ? "met" : "MISSED";
   return [
@@ -1235,7 +1234,6 @@ function startVerdicts(rows: StartRow[]): string[] {
     `peak RSS within 6 MB of bare Deno: +${(rss.ours! - rss.bare!).toFixed(1)} MB (${
       mark(rss.ours! - rss.bare! <= 6)
     })`,
-    `(no target) private memory over bare Deno: +${(anon.ours! - anon.bare!).toFixed(1)} MB`,
     ...idle.map((f, i) => {
       const n = SIZES_AFTER_IDLE[Math.floor(i / placements().length)]!;
       const where = placements()[i % placements().length]!;
