@@ -22,7 +22,12 @@ import {
   until,
   waitExit,
 } from "./procs.ts";
-import { lostHostToGuest, parseStream, type StreamReport } from "./stream_status.ts";
+import {
+  lostHostToGuest,
+  parseStream,
+  stalledHostToGuest,
+  type StreamReport,
+} from "./stream_status.ts";
 import {
   countLine,
   type MigrationRecord,
@@ -741,6 +746,9 @@ class Chain {
     }
     for (const r of [...srcLog.resets, ...dstLog.resets]) problems.push(`passt: ${r}`);
 
+    const timing =
+      `${(migrationMs / 1000).toFixed(1)} s, ON ${onMs ?? "-"} ms, restore ${restoreMs ?? "-"} ms` +
+      (lock ? `, ${rstDropped} RST dropped` : "") + forcing + `, helpers exit ${codes.join("/")}`;
     // Every connection must move data both ways after the migration: each
     // end reads past the most any connection had read before it
     let after: { guest: StreamReport; server: StreamReport } | null = null;
@@ -760,6 +768,28 @@ class Chain {
       );
     } catch (e) {
       problems.push(e instanceof Error ? e.message : String(e));
+      if (this.v.noHold && problems.length === 1) {
+        // The negative control's other way to lose bytes: host to guest
+        // stalls for good while guest to host goes on (stalledHostToGuest)
+        const last = await this.streams(dst);
+        const guestMark = guestBefore.rxMax + PROGRESS * CHUNK;
+        const serverMark = serverBefore.rxMax + PROGRESS * CHUNK;
+        const server = {
+          ...last.server,
+          errors: last.server.errors.slice(before.server.errors.length),
+        };
+        if (stalledHostToGuest(guestMark, serverMark, last.guest, server)) {
+          return {
+            dst,
+            record: record(
+              "expected-failure",
+              `bytes lost without the hold, seen as a stall: host to guest stopped at ` +
+                `${last.guest.last!.rxMin} bytes read (needed ${guestMark + 1}), guest to ` +
+                `host went on to ${server.last!.rxMin} (${timing})`,
+            ),
+          };
+        }
+      }
     }
     if (after && after.server.errors.length > before.server.errors.length) {
       // The server reads the guest's close at once; the guest's own line
@@ -778,9 +808,6 @@ class Chain {
     const late = parseStream(await src.serial.read()).errors.slice(before.guest.errors.length);
     const guestErrors = [...late, ...(after ? after.guest.errors : [])];
     const serverErrors = after ? after.server.errors.slice(before.server.errors.length) : [];
-    const timing =
-      `${(migrationMs / 1000).toFixed(1)} s, ON ${onMs ?? "-"} ms, restore ${restoreMs ?? "-"} ms` +
-      (lock ? `, ${rstDropped} RST dropped` : "") + forcing + `, helpers exit ${codes.join("/")}`;
 
     if (guestErrors.length || serverErrors.length) {
       const race = this.isPasstRace(srcLog, guestErrors, serverErrors);

@@ -57,6 +57,25 @@ export function parseStream(text: string): StreamReport {
 }
 
 /**
+ * Bytes lost host to guest, seen as a stall: the guest's reading stopped short
+ * of `guestMark` while the server's went past `serverMark`, and neither end
+ * reported an error. A segment that the source took in after passt dumped its
+ * queue is acknowledged there and lost, so the target stays behind the host
+ * for good: the host never sends those bytes again, and everything after them
+ * waits in the target's out-of-order queue. The other direction goes on.
+ */
+export function stalledHostToGuest(
+  guestMark: number,
+  serverMark: number,
+  guest: StreamReport,
+  server: StreamReport,
+): boolean {
+  if (guest.errors.length > 0 || server.errors.length > 0) return false;
+  if (!guest.last || !server.last) return false;
+  return guest.last.rxMin <= guestMark && server.last.rxMin > serverMark;
+}
+
+/**
  * Bytes lost host to guest, and nothing else: the guest read a wrong byte on
  * each broken connection, and the server saw only the guest closing it (a
  * FIN, or a RST when unread data was left in the guest's socket)

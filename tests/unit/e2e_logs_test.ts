@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parsePasstLog, queueOvershoot, raceFlows } from "../e2e/passt_log.ts";
-import { lostHostToGuest, parseStream } from "../e2e/stream_status.ts";
+import { lostHostToGuest, parseStream, stalledHostToGuest } from "../e2e/stream_status.ts";
 import { countLine, median, timingTable, variantLine, type VariantResult } from "../e2e/summary.ts";
 import { unit } from "./_unit.ts";
 
@@ -145,6 +145,39 @@ unit("lostHostToGuest(): wrong bytes in the guest, and the server seeing it clos
     "guest-to-host loss is not passt's race",
   );
   assert.equal(lostHostToGuest(guest.slice(0, 1), closed), false, "more closes than losses");
+});
+
+unit("stalledHostToGuest(): host to guest stopped, guest to host went on, no error", () => {
+  const stat = (rx: number) => `STAT t=1 conns=1 rx_min=${rx} rx_max=${rx} tx_min=0 errs=0\n`;
+  // From a real negative control: the guest's reading stopped, the server's went on
+  const guest = parseStream(stat(144360));
+  const server = parseStream(stat(3717200));
+  assert.equal(stalledHostToGuest(146000, 200000, guest, server), true);
+  assert.equal(
+    stalledHostToGuest(146000, 4000000, guest, server),
+    false,
+    "both directions stalled: not this loss",
+  );
+  assert.equal(
+    stalledHostToGuest(100000, 200000, guest, server),
+    false,
+    "the guest got past its mark: nothing stalled",
+  );
+  assert.equal(
+    stalledHostToGuest(
+      146000,
+      200000,
+      guest,
+      parseStream(stat(3717200) + "ERR conn=0 port=10001 gen=0 rx=1 tx=1 end of stream\n"),
+    ),
+    false,
+    "an error is judged as an error, not as a stall",
+  );
+  assert.equal(
+    stalledHostToGuest(146000, 200000, parseStream(""), server),
+    false,
+    "no report from the guest yet",
+  );
 });
 
 const result = (over: Partial<VariantResult>): VariantResult => ({
