@@ -27,7 +27,17 @@
 
 import { SCM_CREDENTIALS, SCM_RIGHTS, SOL_SOCKET } from "../../src/abi.ts";
 import { commandName } from "../../src/protocol.ts";
-import { Helper, idle, openDescriptors, Scratch, SECCOMP_KILL } from "./helper.ts";
+import {
+  Helper,
+  idle,
+  OFF,
+  OFF_NO_WP,
+  ON,
+  openDescriptors,
+  REPLY_MS,
+  Scratch,
+  SECCOMP_KILL,
+} from "./helper.ts";
 import {
   acceptWithin,
   closeAll,
@@ -52,9 +62,7 @@ import {
   waitFor,
 } from "./peer_native.ts";
 
-const REPLY_MS = 10000;
 const EXIT_MS = 15000;
-const ON = 1, OFF = 0, OFF_NO_WP = -1;
 const EBADF = 9, EINVAL = 22, EPIPE = 32, ECONNRESET = 104;
 
 // ---- the generator ----

@@ -19,6 +19,13 @@ import {
 } from "./peer_native.ts";
 
 export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+/** tests/support/, for the small programs the system tests run from it */
+export const SUPPORT = new URL("./", import.meta.url).pathname;
+
+/** The protocol's commands, as passt sends them */
+export const ON = 1, OFF = 0, OFF_NO_WP = -1;
+/** How long a test waits for a reply: the helper answers in well under 1 ms */
+export const REPLY_MS = 10000;
 
 /** The command line that starts the helper with `args` */
 export function helperCommand(args: readonly string[]): string[] {

@@ -12,8 +12,12 @@ import {
   finish,
   Helper,
   helperCommand,
+  OFF,
+  ON,
+  REPLY_MS,
   runHelper,
   Scratch,
+  SUPPORT,
 } from "../support/helper.ts";
 import {
   acceptWithin,
@@ -27,10 +31,6 @@ import {
   tcpConnections,
   unixListener,
 } from "../support/peer_native.ts";
-
-const REPLY_MS = 10000;
-const ON = 1, OFF = 0;
-const SUPPORT = new URL("../support/", import.meta.url).pathname;
 
 /** NoNewPrivs, Seccomp and Seccomp_filters of /proc/PID/status */
 function confinement(pid: number): string[] {

@@ -30,21 +30,21 @@ import {
   helperCommand,
   idle,
   MAIN,
+  OFF,
+  ON,
   openDescriptors,
+  REPLY_MS,
   runHelper,
   Scratch,
   type Session,
   startSession,
   stopChild,
+  SUPPORT,
   switchFresh,
   waitUntil,
   WITHOUT_NET_ADMIN,
 } from "../support/helper.ts";
 import { commandForNobody, NOBODY, sharedScratch } from "../support/reachable.ts";
-
-const REPLY_MS = 10000;
-const ON = 1, OFF = 0;
-const SUPPORT = new URL("../support/", import.meta.url).pathname;
 
 /** "Key:\tvalue" lines of /proc/PID/status (or /proc/PID/task/TID/status) */
 function status(path: string): Map<string, string> {

@@ -6,7 +6,11 @@
 
 import assert from "node:assert/strict";
 import {
+  OFF,
+  OFF_NO_WP,
+  ON,
   ONLY_NET_ADMIN,
+  REPLY_MS,
   type Session,
   type SpawnOptions,
   startSession,
@@ -42,11 +46,6 @@ import {
   loadAcceptAllEbpf,
   lockFilter,
 } from "../support/socket_filter.ts";
-
-const ON = 1;
-const OFF = 0;
-const OFF_NO_WP = -1;
-const REPLY_MS = 10000;
 
 interface Mode {
   name: string;

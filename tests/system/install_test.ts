@@ -6,13 +6,12 @@
 
 import assert from "node:assert/strict";
 import { installTo, ROOT, runBounded } from "../support/artefact.ts";
-import { Scratch, stopChild, switchFresh } from "../support/helper.ts";
+import { OFF, ON, Scratch, stopChild, switchFresh } from "../support/helper.ts";
 import { acceptWithin, closeFd, unixListener } from "../support/peer_native.ts";
 import { NOBODY, sharedScratch } from "../support/reachable.ts";
 import { VERSION } from "../../src/version.ts";
 import { installedLauncher } from "../../contrib/install.ts";
 
-const ON = 1, OFF = 0;
 /** What a service for a user without a home gets, and nothing of ours */
 const BARE_ENV = { PATH: "/usr/bin:/bin", HOME: "/nonexistent", LANG: "C.UTF-8" };
 

@@ -23,16 +23,17 @@ import {
 } from "../support/peer_native.ts";
 import {
   idle,
+  OFF,
+  OFF_NO_WP,
+  ON,
   openDescriptors,
   processState,
+  REPLY_MS,
   type Session,
   waitUntil,
   WITHOUT_NET_ADMIN,
   withSession,
 } from "../support/helper.ts";
-
-const REPLY_MS = 10000;
-const ON = 1, OFF = 0, OFF_NO_WP = -1;
 
 /** Sends one command and expects its echo */
 function roundTrip(s: Session, cmd: number, fds: readonly number[]): void {

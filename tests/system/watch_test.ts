@@ -14,6 +14,7 @@ import {
   holdsInotify,
   idle,
   lines,
+  ON,
   openDescriptors,
   processState,
   retryingRefused,
@@ -42,7 +43,6 @@ import {
 } from "../support/peer_native.ts";
 
 const SOCK_SEQPACKET = 5;
-const ON = 1;
 
 /** A directory whose path is longer than sun_path holds, and that path */
 function longDirectory(scratch: Scratch): string {
