@@ -22,6 +22,33 @@ export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 /** tests/support/, for the small programs the system tests run from it */
 export const SUPPORT = new URL("./", import.meta.url).pathname;
 
+/**
+ * A Deno program of tests/support/ with exactly `permissions`, stdin closed
+ * and its output piped; `wrapper` (such as ["unshare", "--net"]) runs it
+ */
+export function supportCommand(
+  script: string,
+  permissions: readonly string[],
+  args: readonly string[],
+  wrapper: readonly string[] = [],
+): Deno.Command {
+  const [command, ...rest] = [
+    ...wrapper,
+    Deno.execPath(),
+    "run",
+    ...permissions,
+    `${SUPPORT}${script}`,
+    ...args,
+  ];
+  return new Deno.Command(command!, {
+    args: rest,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+  });
+}
+
 /** The protocol's commands, as passt sends them */
 export const ON = 1, OFF = 0, OFF_NO_WP = -1;
 /** How long a test waits for a reply: the helper answers in well under 1 ms */

@@ -17,7 +17,7 @@ import {
   REPLY_MS,
   runHelper,
   Scratch,
-  SUPPORT,
+  supportCommand,
 } from "../support/helper.ts";
 import {
   acceptWithin,
@@ -111,19 +111,11 @@ Deno.test("a helper that connects and then cannot harden hangs up and says only 
   const listener = unixListener(scratch.path("vm.repair"));
   try {
     // The parent refuses seccomp(2) to everything it starts
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-ffi",
-        "--allow-run",
-        `${SUPPORT}deny_seccomp.ts`,
-        ...helperCommand([scratch.path("vm.repair")]),
-      ],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-    }).spawn();
+    const child = supportCommand(
+      "deny_seccomp.ts",
+      ["--allow-ffi", "--allow-run"],
+      helperCommand([scratch.path("vm.repair")]),
+    ).spawn();
     const output = child.output();
     let conn = -1;
     try {

@@ -39,7 +39,7 @@ import {
   type Session,
   startSession,
   stopChild,
-  SUPPORT,
+  supportCommand,
   switchFresh,
   waitUntil,
   WITHOUT_NET_ADMIN,
@@ -161,19 +161,12 @@ interface ProbeFindings {
 
 async function probe(control: boolean): Promise<ProbeFindings> {
   // In a network namespace of its own: the control creates a TUN interface
-  const out = await new Deno.Command("unshare", {
-    args: [
-      "--net",
-      Deno.execPath(),
-      "run",
-      "--allow-ffi",
-      "--allow-run=/bin/true",
-      `${SUPPORT}startup_probe.ts`,
-      ...(control ? ["--control"] : []),
-    ],
-    stdin: "null",
-    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-  }).output();
+  const out = await supportCommand(
+    "startup_probe.ts",
+    ["--allow-ffi", "--allow-run=/bin/true"],
+    control ? ["--control"] : [],
+    ["unshare", "--net"],
+  ).output();
   const stderr = new TextDecoder().decode(out.stderr);
   assert.equal(out.code, 0, stderr);
   return JSON.parse(new TextDecoder().decode(out.stdout));
@@ -231,17 +224,11 @@ Deno.test("after the startup sequence no library can be loaded, nothing executed
 
 Deno.test("a helper that cannot install its seccomp filter stops with one clear line and exit 1", async () => {
   // The parent refuses seccomp(2) to everything it starts
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-ffi",
-      "--allow-run",
-      `${SUPPORT}deny_seccomp.ts`,
-      ...helperCommand(["--check"]),
-    ],
-    stdin: "null",
-    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-  }).output();
+  const out = await supportCommand(
+    "deny_seccomp.ts",
+    ["--allow-ffi", "--allow-run"],
+    helperCommand(["--check"]),
+  ).output();
   const stderr = new TextDecoder().decode(out.stderr);
   assert.equal(out.code, 1, stderr);
   assert.equal(new TextDecoder().decode(out.stdout), "");
@@ -496,19 +483,10 @@ async function servingProbe(
   const scratch = new Scratch();
   const socketPath = scratch.path("passt.socket.repair");
   const listener = unixListener(socketPath);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-ffi",
-      `${SUPPORT}serving_probe.ts`,
-      socketPath,
-      ...(mode ? [mode] : []),
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-  }).spawn();
+  const child = supportCommand("serving_probe.ts", ["--allow-ffi"], [
+    socketPath,
+    ...(mode ? [mode] : []),
+  ]).spawn();
   const output = child.output();
   let conn = -1;
   try {
